@@ -1,0 +1,205 @@
+//! Startup and roles: builds the backends a configuration selects, then runs the API server,
+//! the workers, or both, until `shutdown` is cancelled.
+//!
+//! Tests call [`run`] exactly as `main` does, with a listener bound to port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use switchboard_workers::{InboundPort, NormalizeInbound, Queue};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::{Config, Mode};
+use crate::dedup::Dedup;
+use crate::http::{self, AppState};
+use crate::ids;
+use crate::inboxes::Registry;
+use crate::ingest::Ingest;
+use crate::intake::Intake;
+use crate::store::Store;
+
+/// What this process does. A node may be an API node, a worker node, or both (the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        worker: true,
+    };
+
+    /// Parses `api`, `worker` or `api,worker`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut roles = Roles {
+            api: false,
+            worker: false,
+        };
+        for role in s.split(',').map(str::trim) {
+            match role {
+                "api" => roles.api = true,
+                "worker" => roles.worker = true,
+                other => return Err(format!("unknown role `{other}` (expected api, worker)")),
+            }
+        }
+        Ok(roles)
+    }
+}
+
+/// Everything a running node holds.
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Store,
+    pub dedup: Dedup,
+    pub broker: Broker,
+    pub queue: Queue,
+}
+
+impl Backends {
+    pub async fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database).await?;
+        let (dedup, broker, queue) = match config.mode() {
+            Mode::Embedded => (
+                Dedup::memory(),
+                Broker::memory_with_shutdown(shutdown.clone()),
+                Queue::sqlite(&config.queue.sqlite_path).await?,
+            ),
+            Mode::Distributed => {
+                let client = redis::Client::open(config.redis.url.expose_secret())?;
+                let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
+                let prefix = &config.redis.key_prefix;
+                (
+                    Dedup::redis(conn.clone(), prefix),
+                    Broker::redis(client, conn.clone(), prefix, shutdown.clone()).await?,
+                    Queue::redis(conn, prefix),
+                )
+            }
+        };
+        Ok(Backends {
+            store,
+            dedup,
+            broker,
+            queue,
+        })
+    }
+}
+
+/// Runs the hub until `shutdown` is cancelled. `listener` is required for the API role.
+pub async fn run(
+    config: Config,
+    roles: Roles,
+    listener: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let backends = Backends::connect(&config, &shutdown).await?;
+    let registry = Arc::new(Registry::load(&config, &backends.store).await?);
+    info!(mode = ?config.mode(), api = roles.api, worker = roles.worker, inboxes = config.inboxes.len(), "Switchboard starting.");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if roles.worker {
+        let port: Arc<dyn InboundPort> = Arc::new(Ingest {
+            store: backends.store.clone(),
+            broker: backends.broker.clone(),
+            registry: registry.clone(),
+        });
+        let queue = backends.queue.clone();
+        let concurrency = config.queue.concurrency;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            queue
+                .run_workers(port, concurrency, token)
+                .await
+                .map_err(anyhow::Error::from)
+        });
+        let (store, queue, token) = (
+            backends.store.clone(),
+            backends.queue.clone(),
+            shutdown.clone(),
+        );
+        let after = Duration::from_secs(config.queue.recovery_after_secs);
+        tasks.spawn(async move {
+            recovery_sweep(store, queue, after, token).await;
+            Ok(())
+        });
+    }
+    if roles.api {
+        let listener = listener.ok_or_else(|| anyhow::anyhow!("the api role needs a listener"))?;
+        let state = AppState {
+            config: config.clone(),
+            store: backends.store.clone(),
+            broker: backends.broker.clone(),
+            intake: Intake {
+                store: backends.store.clone(),
+                dedup: backends.dedup.clone(),
+                queue: backends.queue.clone(),
+                dedup_ttl: Duration::from_secs(config.intake.dedup_ttl_secs),
+            },
+            registry,
+            metrics: crate::telemetry::metrics_handle(),
+        };
+        info!(addr = %listener.local_addr()?, "Listening.");
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, http::router(state))
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            warn!(error = %e, "A role stopped with an error; shutting down.");
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    backends.store.close().await;
+    info!("Switchboard stopped.");
+    result
+}
+
+/// Queues again every event left in `received` longer than `after`: the answer to a crash
+/// between the durable write and the queue push, or a job that exhausted its retries while the
+/// database was down. Runs once at start (catching up after a crash at once) and then
+/// periodically. Handlers are idempotent, so an extra job for an event in flight is harmless.
+async fn recovery_sweep(store: Store, queue: Queue, after: Duration, shutdown: CancellationToken) {
+    let period = (after / 2).max(Duration::from_millis(200));
+    let mut first = true;
+    loop {
+        let horizon = if first {
+            ids::now_ms()
+        } else {
+            ids::now_ms() - after.as_millis() as i64
+        };
+        first = false;
+        match store.stale_events(horizon, 1000).await {
+            Ok(stale) => {
+                if !stale.is_empty() {
+                    info!(count = stale.len(), "Re-queueing events left unprocessed.");
+                }
+                for id in stale {
+                    if let Err(e) = queue.enqueue(NormalizeInbound::new(id)).await {
+                        warn!(error = %e, "Recovery sweep could not queue an event.");
+                        break;
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "Recovery sweep could not read the store."),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Configuration: embedded defaults (`config.toml`), an optional file, then
+//! `SWITCHBOARD__SECTION__KEY` environment variables, then validation.
+//!
+//! Validation happens once, at start, and every error names the key it is about
+//! (`inboxes[1].phone_number_id: …`). Secrets are [`SecretString`]s and never printed.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use switchboard_connectors::Channel;
+
+/// The documented defaults, compiled into the binary.
+pub const DEFAULTS: &str = include_str!("../config.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub queue: QueueConfig,
+    pub intake: IntakeConfig,
+    pub log: LogConfig,
+    pub accounts: AccountsConfig,
+    #[serde(default)]
+    pub whatsapp_apps: Vec<WhatsappApp>,
+    #[serde(default)]
+    pub inboxes: Vec<InboxConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: SecretString,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub sqlite_path: String,
+    pub concurrency: usize,
+    pub recovery_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    pub dedup_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsConfig {
+    pub default: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappApp {
+    pub name: String,
+    pub app_secret: SecretString,
+    pub verify_token: SecretString,
+    pub account: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxConfig {
+    pub slug: String,
+    pub name: Option<String>,
+    pub channel: String,
+    pub account: Option<String>,
+    pub whatsapp_app: Option<String>,
+    pub phone_number_id: Option<String>,
+    pub phone_number: Option<String>,
+    pub twilio_auth_token: Option<SecretString>,
+    pub identity_secret: Option<SecretString>,
+}
+
+/// Which column of ARCHITECTURE.md's table this configuration selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Distributed,
+}
+
+impl Config {
+    /// Loads the layers and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", file.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("SWITCHBOARD__").split("__"));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn mode(&self) -> Mode {
+        if self.redis.url.expose_secret().is_empty() {
+            Mode::Embedded
+        } else {
+            Mode::Distributed
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        let url = self.database.url.expose_secret();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// The account slug an entry belongs to.
+    pub fn account_of<'a>(&'a self, account: &'a Option<String>) -> &'a str {
+        account.as_deref().unwrap_or(&self.accounts.default)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:") || self.is_postgres()) {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !is_slug(&self.database.schema) {
+            return Err(invalid(
+                "database.schema",
+                "must be lowercase letters, digits and _",
+            ));
+        }
+        let redis = self.redis.url.expose_secret();
+        if !redis.is_empty() && !redis.starts_with("redis://") && !redis.starts_with("rediss://") {
+            return Err(invalid(
+                "redis.url",
+                "must be empty (embedded) or start with redis://",
+            ));
+        }
+        if self.mode() == Mode::Distributed && !self.is_postgres() {
+            return Err(invalid(
+                "database.url",
+                "the distributed mode (redis.url set) needs PostgreSQL: several nodes cannot share a SQLite file",
+            ));
+        }
+        let public = url::Url::parse(&self.server.public_url)
+            .map_err(|e| invalid("server.public_url", e.to_string()))?;
+        if !matches!(public.scheme(), "http" | "https") || self.server.public_url.ends_with('/') {
+            return Err(invalid(
+                "server.public_url",
+                "must be an http(s) URL without a trailing slash",
+            ));
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if self.queue.concurrency == 0 {
+            return Err(invalid("queue.concurrency", "must be at least 1"));
+        }
+        if self.intake.dedup_ttl_secs == 0 {
+            return Err(invalid("intake.dedup_ttl_secs", "must be at least 1"));
+        }
+        if !is_slug(&self.accounts.default) {
+            return Err(invalid(
+                "accounts.default",
+                "must be lowercase letters, digits, - and _",
+            ));
+        }
+        let mut apps = HashSet::new();
+        for (i, app) in self.whatsapp_apps.iter().enumerate() {
+            let key = |field: &str| format!("whatsapp_apps[{i}].{field}");
+            if !is_slug(&app.name) {
+                return Err(invalid(
+                    key("name"),
+                    "must be lowercase letters, digits, - and _",
+                ));
+            }
+            if !apps.insert(app.name.as_str()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("`{}` is declared twice", app.name),
+                ));
+            }
+            if app.app_secret.expose_secret().is_empty() {
+                return Err(invalid(key("app_secret"), "must not be empty"));
+            }
+            if app.verify_token.expose_secret().is_empty() {
+                return Err(invalid(key("verify_token"), "must not be empty"));
+            }
+            self.check_account(&app.account, key("account"))?;
+        }
+        let mut slugs = HashSet::new();
+        let mut numbers = HashSet::new();
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            let key = |field: &str| format!("inboxes[{i}].{field}");
+            if !is_slug(&inbox.slug) {
+                return Err(invalid(
+                    key("slug"),
+                    "must be lowercase letters, digits, - and _",
+                ));
+            }
+            if !slugs.insert(inbox.slug.as_str()) {
+                return Err(invalid(
+                    key("slug"),
+                    format!("`{}` is declared twice", inbox.slug),
+                ));
+            }
+            self.check_account(&inbox.account, key("account"))?;
+            let Some(channel) = Channel::parse(&inbox.channel) else {
+                return Err(invalid(
+                    key("channel"),
+                    "must be one of whatsapp, sms, webchat",
+                ));
+            };
+            let required = |value: bool, field: &str| {
+                if value {
+                    Ok(())
+                } else {
+                    Err(invalid(
+                        key(field),
+                        format!("required for channel `{}`", inbox.channel),
+                    ))
+                }
+            };
+            match channel {
+                Channel::Whatsapp => {
+                    required(inbox.whatsapp_app.is_some(), "whatsapp_app")?;
+                    required(inbox.phone_number_id.is_some(), "phone_number_id")?;
+                    let app = inbox.whatsapp_app.as_deref().unwrap_or_default();
+                    if !apps.contains(app) {
+                        return Err(invalid(
+                            key("whatsapp_app"),
+                            format!("no whatsapp_apps entry is named `{app}`"),
+                        ));
+                    }
+                    let id = inbox.phone_number_id.as_deref().unwrap_or_default();
+                    if !numbers.insert(("whatsapp", id)) {
+                        return Err(invalid(
+                            key("phone_number_id"),
+                            format!("`{id}` is used by two inboxes"),
+                        ));
+                    }
+                }
+                Channel::Sms => {
+                    required(inbox.phone_number.is_some(), "phone_number")?;
+                    required(inbox.twilio_auth_token.is_some(), "twilio_auth_token")?;
+                    let number = inbox.phone_number.as_deref().unwrap_or_default();
+                    if !is_e164(number) {
+                        return Err(invalid(
+                            key("phone_number"),
+                            "must be E.164, like +14155550100",
+                        ));
+                    }
+                    if !numbers.insert(("sms", number)) {
+                        return Err(invalid(
+                            key("phone_number"),
+                            format!("`{number}` is used by two inboxes"),
+                        ));
+                    }
+                }
+                Channel::Webchat => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn check_account(&self, account: &Option<String>, key: String) -> Result<(), ConfigError> {
+        match account {
+            Some(slug) if !is_slug(slug) => {
+                Err(invalid(key, "must be lowercase letters, digits, - and _"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+pub fn is_e164(s: &str) -> bool {
+    s.strip_prefix('+').is_some_and(|digits| {
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_figment(Figment::from(Toml::string(DEFAULTS)).merge(Toml::string(extra)))
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_valid() {
+        let config = load("").unwrap();
+        assert_eq!(config.mode(), Mode::Embedded);
+        assert!(!config.is_postgres());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+            ("[redis]\nurl = \"redis://127.0.0.1\"", "database.url"),
+            (
+                "[[inboxes]]\nslug = \"a\"\nchannel = \"whatsapp\"",
+                "inboxes[0].whatsapp_app",
+            ),
+            (
+                "[[inboxes]]\nslug = \"a\"\nchannel = \"sms\"\nphone_number = \"555\"\ntwilio_auth_token = \"t\"",
+                "inboxes[0].phone_number",
+            ),
+            (
+                "[[inboxes]]\nslug = \"A B\"\nchannel = \"webchat\"",
+                "inboxes[0].slug",
+            ),
+            (
+                "[[inboxes]]\nslug = \"a\"\nchannel = \"fax\"",
+                "inboxes[0].channel",
+            ),
+            ("[server]\npublic_url = \"http://x/\"", "server.public_url"),
+        ];
+        for (toml, key) in cases {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?} gave {err:?}, wanted {key}");
+        }
+        let err = load("[queue]\nconcurrency = \"many\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn e164() {
+        assert!(is_e164("+14155550100"));
+        assert!(!is_e164("14155550100"));
+        assert!(!is_e164("+1415x550100"));
+    }
+}

@@ -1,0 +1,145 @@
+//! The one API error type. Every handler returns `Result<_, ApiError>`; every error response,
+//! including the framework's own rejections (unknown route, bad JSON, oversized body), has the
+//! same envelope:
+//!
+//! `{"error":{"code":"snake_case","message":"…","details":[…],"correlation_id":"…"}}`
+//!
+//! Internal failures are logged with their cause and answered with an opaque 500.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tracing::error;
+
+tokio::task_local! {
+    /// The current request's correlation id, set by the correlation middleware.
+    pub static CORRELATION_ID: String;
+}
+
+pub fn correlation_id() -> String {
+    CORRELATION_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "none".to_owned())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Vec<Value>,
+    },
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{message}")]
+    Unprocessable {
+        message: String,
+        details: Vec<Value>,
+    },
+    #[error("a dependency is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Unauthenticated {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::NotFound(format!("{what} was not found"))
+    }
+
+    /// A validation failure on one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Unprocessable {
+            message: format!("{field}: {message}"),
+            details: vec![json!({ "field": field, "message": message })],
+        }
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::Unprocessable { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// Builds the envelope; also used for responses that do not come from a handler.
+pub fn envelope(status: StatusCode, code: &str, message: &str, details: &[Value]) -> Response {
+    let body = json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "correlation_id": correlation_id(),
+        }
+    });
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let (message, details) = match &self {
+            ApiError::Internal(cause) => {
+                error!(%cause, "Internal error.");
+                ("internal error".to_owned(), Vec::new())
+            }
+            ApiError::Unavailable(cause) => {
+                error!(%cause, "Dependency unavailable.");
+                (
+                    "a dependency is unavailable; try again".to_owned(),
+                    Vec::new(),
+                )
+            }
+            ApiError::BadRequest { details, .. } | ApiError::Unprocessable { details, .. } => {
+                (self.to_string(), details.clone())
+            }
+            _ => (self.to_string(), Vec::new()),
+        };
+        envelope(status, code, &message, &details)
+    }
+}

@@ -1,0 +1,231 @@
+//! Web chat, our own channel: visitor sessions and visitor messages.
+//!
+//! A session may be bound to a customer the business already knows: the widget sends the
+//! business's `identifier` for them with `identifier_hash`, the hex HMAC-SHA256 of the identifier
+//! under the inbox's identity secret (computed by the business's server, never in the browser).
+//! Visitor messages take the same durable path as provider webhooks, and `client_message_id`
+//! makes a retried send idempotent.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use rand::distr::{Alphanumeric, SampleString};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use switchboard_connectors::{Channel, webchat};
+use switchboard_workers::SourceKind;
+
+use super::{ApiJson, AppState, RawBody, parse_json};
+use crate::error::ApiError;
+use crate::ids;
+use crate::inboxes::InboxRuntime;
+use crate::store::inbound::NewEvent;
+use crate::store::webchat::VisitorSession;
+
+/// Visitor sessions last 30 days; the widget starts a new one after that.
+const SESSION_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
+const MAX_TEXT_CHARS: usize = 4096;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webchat/{inbox}/sessions", post(start_session))
+        .route("/v1/webchat/{inbox}/messages", post(post_message))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionIn {
+    identifier: Option<String>,
+    identifier_hash: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+fn webchat_inbox<'a>(state: &'a AppState, slug: &str) -> Result<&'a InboxRuntime, ApiError> {
+    state
+        .registry
+        .inbox(slug, Channel::Webchat)
+        .map(AsRef::as_ref)
+        .ok_or_else(|| ApiError::not_found("web-chat inbox"))
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn optional_text(
+    field: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(ApiError::invalid_field(field, "must not be empty")),
+        Some(v) if v.chars().count() > max => Err(ApiError::invalid_field(
+            field,
+            format!("must be at most {max} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+async fn start_session(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let inbox = webchat_inbox(&state, &slug)?;
+    // An anonymous visitor may send no body at all.
+    let input: SessionIn = if body.iter().all(u8::is_ascii_whitespace) {
+        SessionIn::default()
+    } else {
+        parse_json(&body)?
+    };
+    let identifier = optional_text("identifier", input.identifier, 256)?;
+    let name = optional_text("name", input.name, 256)?;
+    let email = optional_text("email", input.email, 320)?;
+    if let Some(identifier) = &identifier {
+        let Some(secret) = &inbox.identity_secret else {
+            return Err(ApiError::invalid_field(
+                "identifier",
+                "this inbox has no identity_secret, so identities cannot be verified",
+            ));
+        };
+        let hash = input.identifier_hash.as_deref().ok_or_else(|| {
+            ApiError::invalid_field("identifier_hash", "is required with identifier")
+        })?;
+        if webchat::verify_identity(secret.expose_secret().as_bytes(), identifier, hash).is_err() {
+            return Err(ApiError::unauthenticated(
+                "invalid_identifier_hash",
+                "identifier_hash does not match identifier",
+            ));
+        }
+    } else if input.identifier_hash.is_some() {
+        return Err(ApiError::invalid_field(
+            "identifier",
+            "is required with identifier_hash",
+        ));
+    }
+    let now = ids::now_ms();
+    let token = format!("vst_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
+    let session = VisitorSession {
+        id: ids::new("wcs"),
+        account_id: inbox.account_id.clone(),
+        inbox_id: inbox.id.clone(),
+        visitor_id: ids::new("vis"),
+        identifier,
+        name,
+        email,
+        expires_at_ms: now + SESSION_TTL_MS,
+    };
+    state
+        .store
+        .create_visitor_session(&session, &token_hash(&token), now)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "visitor_token": token,
+            "visitor_id": session.visitor_id,
+            "identified": session.identifier.is_some(),
+            "expires_at_ms": session.expires_at_ms,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageIn {
+    client_message_id: String,
+    text: String,
+}
+
+async fn post_message(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<MessageIn>,
+) -> Result<Response, ApiError> {
+    let inbox = webchat_inbox(&state, &slug)?;
+    let token = bearer(&headers).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "missing_visitor_token",
+            "send the visitor token as `Authorization: Bearer <token>`",
+        )
+    })?;
+    let now = ids::now_ms();
+    let session = state
+        .store
+        .visitor_session(&inbox.id, &token_hash(token), now)
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated(
+                "invalid_visitor_token",
+                "the visitor token is unknown or expired",
+            )
+        })?;
+    let id = input.client_message_id.trim();
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::invalid_field(
+            "client_message_id",
+            "must be 1 to 128 characters",
+        ));
+    }
+    if input.text.trim().is_empty() {
+        return Err(ApiError::invalid_field("text", "must not be empty"));
+    }
+    if input.text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::invalid_field(
+            "text",
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    let message = webchat::VisitorMessage {
+        visitor_id: session.visitor_id.clone(),
+        identifier: session.identifier.clone(),
+        name: session.name.clone(),
+        email: session.email.clone(),
+        client_message_id: id.to_owned(),
+        text: input.text,
+        sent_at_ms: now,
+    };
+    let body = serde_json::to_vec(&message).map_err(ApiError::internal)?;
+    let key = format!("msg:{}:{id}", session.visitor_id);
+    let keys = [key.clone()];
+    let source = SourceKind::Webchat.source(&inbox.slug);
+    let accepted = state
+        .intake
+        .accept(
+            NewEvent {
+                account_id: &inbox.account_id,
+                channel: Channel::Webchat.as_str(),
+                source: &source,
+                inbox_id: Some(&inbox.id),
+                event_key: &key,
+                content_type: "application/json",
+                body: &body,
+            },
+            &keys,
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": accepted.as_str(), "client_message_id": id })),
+    )
+        .into_response())
+}
+
+/// The token in `Authorization: Bearer …`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,40 @@
+//! Prefixed opaque ids (`acc_…`, `inb_…`, `conv_…`, `msg_…`, `ctc_…`, `evt_…`, `key_…`).
+//!
+//! The part after the prefix is a lowercase ULID, so ids sort by creation time: list endpoints
+//! page by id and get a stable, time-ordered cursor for free.
+
+pub const ACCOUNT: &str = "acc";
+pub const INBOX: &str = "inb";
+pub const CONTACT: &str = "ctc";
+pub const CONVERSATION: &str = "conv";
+pub const MESSAGE: &str = "msg";
+pub const INBOUND_EVENT: &str = "evt";
+pub const STATUS_EVENT: &str = "sts";
+pub const API_KEY: &str = "key";
+
+pub fn new(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
+}
+
+/// Ids of records declared in config are derived from their slug, so every node that reads the
+/// same config agrees on them without coordination.
+pub fn from_slug(prefix: &str, slug: &str) -> String {
+    format!("{prefix}_{slug}")
+}
+
+/// True when `id` has the given prefix and a plausible body; used to answer 404 early.
+pub fn has_prefix(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|body| !body.is_empty() && body.len() <= 64)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}

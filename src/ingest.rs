@@ -1,0 +1,167 @@
+//! The hub's side of the normalize worker: stores a normalized batch and tells consoles.
+//!
+//! Items are routed to inboxes from the config registry (WhatsApp by `phone_number_id`, the
+//! others by the inbox in the request path). An item whose inbox is unknown is not dropped: the
+//! event is marked `unrouted` with the reason, its raw body stays, and operators see it at
+//! `GET /v1/inbound-events?status=unrouted`. Events are published only for rows this run
+//! actually created, so a re-run publishes nothing twice.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use switchboard_connectors::{InboundBatch, InboundItem, RouteKey};
+use switchboard_workers::{InboundPort, PortError, RawEvent, SourceKind};
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::inboxes::{InboxRuntime, Registry};
+use crate::store::conversations::Target;
+use crate::store::{Store, StoreError};
+
+pub struct Ingest {
+    pub store: Store,
+    pub broker: Broker,
+    pub registry: Arc<Registry>,
+}
+
+fn transient(e: StoreError) -> PortError {
+    PortError::Transient(e.to_string())
+}
+
+/// The topic every change of an account is published on.
+pub fn account_topic(account_id: &str) -> String {
+    format!("account:{account_id}")
+}
+
+impl Ingest {
+    fn route<'a>(&'a self, event: &RawEvent, route: &RouteKey) -> Option<&'a Arc<InboxRuntime>> {
+        match route {
+            RouteKey::PhoneNumberId { phone_number_id } => {
+                self.registry.whatsapp_inbox(phone_number_id)
+            }
+            RouteKey::Inbox => event
+                .inbox_id
+                .as_deref()
+                .and_then(|id| self.registry.inbox_by_id(id)),
+        }
+    }
+
+    async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
+        let payload = json!({ "type": kind, "data": data }).to_string();
+        if let Err(e) = self
+            .broker
+            .publish(&account_topic(account_id), payload.into())
+            .await
+        {
+            // Consoles resume from the store; a missed live push is not a lost message.
+            warn!(error = %e, kind, "Could not publish an event.");
+        }
+    }
+}
+
+fn route_name(route: &RouteKey) -> String {
+    match route {
+        RouteKey::PhoneNumberId { phone_number_id } => format!("phone_number_id {phone_number_id}"),
+        RouteKey::Inbox => "the request's inbox".to_owned(),
+    }
+}
+
+#[async_trait]
+impl InboundPort for Ingest {
+    async fn load(&self, event_id: &str) -> Result<Option<RawEvent>, PortError> {
+        self.store.load_event(event_id).await.map_err(transient)
+    }
+
+    async fn apply(&self, event: &RawEvent, batch: InboundBatch) -> Result<(), PortError> {
+        let kind = SourceKind::split(&event.source).map(|(k, _)| k);
+        let mut unrouted = Vec::new();
+        let mut notices = Vec::new();
+        for item in &batch.items {
+            match item {
+                InboundItem::Message(message) => {
+                    let Some(inbox) = self.route(event, &message.route) else {
+                        unrouted.push(route_name(&message.route));
+                        continue;
+                    };
+                    let target = Target {
+                        account_id: &inbox.account_id,
+                        inbox_id: &inbox.id,
+                        channel: inbox.channel.as_str(),
+                        event_id: &event.id,
+                    };
+                    let stored = self
+                        .store
+                        .store_inbound_message(&target, message)
+                        .await
+                        .map_err(transient)?;
+                    if let Some(stored) = stored {
+                        metrics::counter!("switchboard_messages_stored_total", "channel" => inbox.channel.as_str()).increment(1);
+                        if stored.conversation_created {
+                            self.publish(
+                                &stored.account_id,
+                                "conversation.created",
+                                json!({ "conversation_id": stored.conversation_id, "inbox_id": inbox.id }),
+                            )
+                            .await;
+                        }
+                        self.publish(
+                            &stored.account_id,
+                            "message.created",
+                            json!({ "conversation_id": stored.conversation_id, "message_id": stored.message_id }),
+                        )
+                        .await;
+                    }
+                }
+                InboundItem::Status(status) => {
+                    let inbox = self.route(event, &status.route);
+                    if inbox.is_none() {
+                        unrouted.push(route_name(&status.route));
+                    }
+                    let (account_id, channel) = match inbox {
+                        Some(inbox) => (inbox.account_id.as_str(), inbox.channel.as_str()),
+                        None if kind == Some(SourceKind::Whatsapp) => {
+                            (event.account_id.as_str(), "whatsapp")
+                        }
+                        None => (event.account_id.as_str(), "sms"),
+                    };
+                    let moved = self
+                        .store
+                        .store_status(account_id, channel, &event.id, status)
+                        .await
+                        .map_err(transient)?;
+                    if let (Some(message_id), Some(new)) = (moved, status.status) {
+                        self.publish(
+                            account_id,
+                            "message.status",
+                            json!({ "message_id": message_id, "status": new.as_str() }),
+                        )
+                        .await;
+                    }
+                }
+                InboundItem::Notice(notice) => notices.push(notice.kind.clone()),
+            }
+        }
+        let (status, note) = if unrouted.is_empty() {
+            let note = (!notices.is_empty()).then(|| format!("notices: {}", notices.join(", ")));
+            ("processed", note)
+        } else {
+            unrouted.dedup();
+            (
+                "unrouted",
+                Some(format!("no inbox for {}", unrouted.join(", "))),
+            )
+        };
+        self.store
+            .finish_event(&event.id, status, note.as_deref())
+            .await
+            .map_err(transient)
+    }
+
+    async fn quarantine(&self, event_id: &str, reason: &str) -> Result<(), PortError> {
+        self.store
+            .finish_event(event_id, "quarantined", Some(reason))
+            .await
+            .map_err(transient)
+    }
+}

@@ -1,0 +1,140 @@
+//! The `switchboard` binary: parses the command line, loads config, starts logging and calls
+//! the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use switchboard::config::Config;
+use switchboard::store::Store;
+use switchboard::{Roles, auth, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Real-time omnichannel messaging hub"
+)]
+struct Cli {
+    /// A TOML file layered over the embedded defaults.
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve {
+        /// Which roles this process runs: api, worker, or api,worker.
+        #[arg(long, default_value = "api,worker", value_parser = Roles::parse)]
+        roles: Roles,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Mint a key; it is printed once, alone on the last line of stdout.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// super_admin, operations, team_lead, agent or branch_manager.
+        #[arg(long)]
+        role: String,
+        /// Account id (acc_…) or slug; the default account when omitted.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init_logging(&config.log);
+    match cli.command {
+        Command::Serve { roles } => {
+            let listener = if roles.api {
+                Some(tokio::net::TcpListener::bind(config.server.bind).await?)
+            } else {
+                None
+            };
+            let shutdown = CancellationToken::new();
+            let signal = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                signal.cancel();
+            });
+            switchboard::run(config, roles, listener, shutdown).await
+        }
+        Command::Migrate => {
+            Store::connect(&config.database).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::ApiKey {
+            command:
+                ApiKeyCommand::Create {
+                    name,
+                    role,
+                    account,
+                },
+        } => {
+            if !auth::ROLES.contains(&role.as_str()) {
+                anyhow::bail!("--role must be one of {}", auth::ROLES.join(", "));
+            }
+            if name.trim().is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let store = Store::connect(&config.database).await?;
+            let default = store.ensure_account(&config.accounts.default).await?;
+            let account_id = match account {
+                Some(a) => store
+                    .find_account(&a)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("--account: no account `{a}`"))?,
+                None => default,
+            };
+            let minted = auth::mint_key();
+            let id = store
+                .create_api_key(
+                    &account_id,
+                    &name,
+                    &role,
+                    &minted.prefix,
+                    &minted.hash,
+                    None,
+                )
+                .await?;
+            println!("created API key {id} ({role}) for {account_id}; it is shown only once:");
+            println!("{}", minted.key);
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,522 @@
+//! Contacts, conversations and messages: where normalized inbound items land, and the reads
+//! the API serves.
+//!
+//! Each item is one transaction. The schema settles every race between workers and nodes:
+//! `contact_identities`' primary key (one contact per identity), `conversations_one_open` (one
+//! open conversation per contact per inbox) and `messages_provider_id` (one message per provider
+//! id) — inserts use `ON CONFLICT DO NOTHING` and then read the winner, so a re-run or a
+//! concurrent duplicate changes nothing.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use switchboard_connectors::{ContactRef, InboundMessage, StatusUpdate};
+
+use super::{Store, StoreError};
+use crate::ids;
+
+/// Statuses that count as "open" for threading: anything not resolved.
+const RESOLVED: &str = "resolved";
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conversation {
+    pub id: String,
+    pub account_id: String,
+    pub inbox_id: String,
+    pub contact_id: String,
+    pub channel: String,
+    pub status: String,
+    pub priority: i64,
+    pub assignee_id: Option<String>,
+    pub team_id: Option<String>,
+    pub last_message_at_ms: i64,
+    pub last_inbound_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    pub inbox_id: String,
+    pub direction: String,
+    pub content_type: String,
+    pub content: serde_json::Value,
+    pub provider_message_id: Option<String>,
+    pub reply_to: Option<String>,
+    pub forwarded: bool,
+    pub status: String,
+    pub error: Option<String>,
+    pub sent_at_ms: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Identity {
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Contact {
+    pub id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub identities: Vec<Identity>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What storing one inbound message did, for the events published after commit.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub conversation_created: bool,
+    pub account_id: String,
+}
+
+/// Where an item is stored.
+pub struct Target<'a> {
+    pub account_id: &'a str,
+    pub inbox_id: &'a str,
+    pub channel: &'a str,
+    pub event_id: &'a str,
+}
+
+/// Column lists as macros so that queries stay `&'static str` (sqlx refuses unaudited dynamic
+/// SQL).
+macro_rules! conversation_columns {
+    () => {
+        "id, account_id, inbox_id, contact_id, channel, status, priority, assignee_id, team_id, \
+         last_message_at, last_inbound_at, created_at, updated_at"
+    };
+}
+
+macro_rules! message_columns {
+    () => {
+        "id, conversation_id, inbox_id, direction, content_type, content, provider_message_id, \
+         reply_to, forwarded, status, error, sent_at, created_at"
+    };
+}
+
+impl Store {
+    /// Stores one inbound message: contact, open conversation, message. `Ok(None)` when the
+    /// message was already stored (a redelivery or a re-run).
+    pub async fn store_inbound_message(
+        &self,
+        target: &Target<'_>,
+        message: &InboundMessage,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let mut tx = self.begin().await?;
+        let now = ids::now_ms();
+        let contact_id = resolve_contact(&mut tx, target.account_id, &message.sender, now).await?;
+        let (conversation_id, conversation_created) =
+            open_conversation(&mut tx, target, &contact_id, message.sent_at_ms, now).await?;
+        let message_id = ids::new(ids::MESSAGE);
+        let content = serde_json::to_string(&message.content)
+            .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
+        let inserted = sqlx::query(
+            "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
+             content, provider_message_id, reply_to, forwarded, status, status_rank, sent_at, created_at, \
+             inbound_event_id, raw) \
+             VALUES ($1, $2, $3, $4, 'inbound', $5, $6, $7, $8, $9, 'received', 0, $10, $11, $12, $13) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&message_id)
+        .bind(target.account_id)
+        .bind(&conversation_id)
+        .bind(target.inbox_id)
+        .bind(message.content.kind())
+        .bind(content)
+        .bind(&message.provider_message_id)
+        .bind(message.reply_to.as_deref())
+        .bind(i64::from(message.forwarded))
+        .bind(message.sent_at_ms)
+        .bind(now)
+        .bind(target.event_id)
+        .bind(message.raw.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            // Roll back so that a conversation opened only for this duplicate disappears too.
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query(
+            "UPDATE conversations SET last_message_at = CASE WHEN last_message_at > $1 \
+             THEN last_message_at ELSE $1 END, last_inbound_at = CASE WHEN last_inbound_at > $1 \
+             THEN last_inbound_at ELSE $1 END, updated_at = $2 WHERE id = $3",
+        )
+        .bind(message.sent_at_ms)
+        .bind(now)
+        .bind(&conversation_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(StoredMessage {
+            message_id,
+            conversation_id,
+            conversation_created,
+            account_id: target.account_id.to_owned(),
+        }))
+    }
+
+    /// Records a provider status report and applies it to the outbound message it names, only
+    /// ever forward. Returns the message id when a message's status moved.
+    pub async fn store_status(
+        &self,
+        account_id: &str,
+        channel: &str,
+        event_id: &str,
+        status: &StatusUpdate,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let errors = serde_json::to_string(&status.errors)
+            .map_err(|e| StoreError::Setup(format!("errors do not serialize: {e}")))?;
+        let lifecycle = status.status.map(|s| s.as_str());
+        let inserted = sqlx::query(
+            "INSERT INTO message_status_events (id, account_id, channel, provider_message_id, \
+             provider_status, status, at, errors, inbound_event_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        )
+        .bind(ids::new(ids::STATUS_EVENT))
+        .bind(account_id)
+        .bind(channel)
+        .bind(&status.provider_message_id)
+        .bind(&status.provider_status)
+        .bind(lifecycle)
+        .bind(status.at_ms)
+        .bind(&errors)
+        .bind(event_id)
+        .bind(ids::now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let mut moved = None;
+        if let (true, Some(new)) = (inserted, status.status) {
+            let error = (!status.errors.is_empty()).then_some(errors.as_str());
+            moved = sqlx::query(
+                "UPDATE messages SET status = $1, status_rank = $2, error = COALESCE($3, error) \
+                 WHERE account_id = $4 AND direction = 'outbound' AND provider_message_id = $5 \
+                 AND status_rank < $2 RETURNING id",
+            )
+            .bind(new.as_str())
+            .bind(new.rank())
+            .bind(error)
+            .bind(account_id)
+            .bind(&status.provider_message_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.get::<String, _>(0));
+        }
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    pub async fn list_conversations(
+        &self,
+        account_id: &str,
+        inbox_id: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE account_id = $1 \
+             AND ($2 IS NULL OR inbox_id = $2) AND ($3 IS NULL OR status = $3) \
+             AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        ))
+        .bind(account_id)
+        .bind(inbox_id)
+        .bind(status)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(conversation).collect())
+    }
+
+    pub async fn get_conversation(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(conversation))
+    }
+
+    /// Messages in provider order (provider timestamp, then arrival), after `cursor`.
+    pub async fn list_messages(
+        &self,
+        account_id: &str,
+        conversation_id: &str,
+        after: Option<(i64, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Message>, StoreError> {
+        let (after_ts, after_id) = after.unwrap_or((i64::MIN, ""));
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE account_id = $1 AND conversation_id = $2 \
+             AND (sent_at > $3 OR (sent_at = $3 AND id > $4)) ORDER BY sent_at, id LIMIT $5"
+        ))
+        .bind(account_id)
+        .bind(conversation_id)
+        .bind(after_ts)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(message).collect())
+    }
+
+    pub async fn get_contact(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> Result<Option<Contact>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT id, name, phone, email, created_at, updated_at FROM contacts \
+             WHERE account_id = $1 AND id = $2",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let identities = sqlx::query(
+            "SELECT kind, value FROM contact_identities WHERE account_id = $1 AND contact_id = $2 \
+             ORDER BY created_at, kind",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|r| Identity {
+            kind: r.get(0),
+            value: r.get(1),
+        })
+        .collect();
+        Ok(Some(Contact {
+            id: row.get(0),
+            name: row.get(1),
+            phone: row.get(2),
+            email: row.get(3),
+            identities,
+            created_at_ms: row.get(4),
+            updated_at_ms: row.get(5),
+        }))
+    }
+
+    /// Counts messages per account; used by tests and the benchmark's loss/duplicate check.
+    pub async fn count_messages(&self, account_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM messages WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.get(0))
+    }
+}
+
+/// Finds the contact behind the sender's identities, creating it (and attaching any identity it
+/// lacks) as needed. Threading uses the first identity; later ones are aliases.
+async fn resolve_contact(
+    tx: &mut Transaction<'static, Any>,
+    account_id: &str,
+    sender: &ContactRef,
+    now: i64,
+) -> Result<String, StoreError> {
+    let mut found = None;
+    for identity in &sender.identities {
+        found = sqlx::query(
+            "SELECT contact_id FROM contact_identities WHERE account_id = $1 AND kind = $2 AND value = $3",
+        )
+        .bind(account_id)
+        .bind(identity.kind.as_str())
+        .bind(&identity.value)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get::<String, _>(0));
+        if found.is_some() {
+            break;
+        }
+    }
+    let created = found.is_none();
+    let contact_id = match found {
+        Some(id) => {
+            sqlx::query(
+                "UPDATE contacts SET name = COALESCE(name, $1), phone = COALESCE(phone, $2), \
+                 updated_at = $3 WHERE id = $4 AND (name IS NULL OR phone IS NULL)",
+            )
+            .bind(sender.display_name.as_deref())
+            .bind(sender.phone.as_deref())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+            id
+        }
+        None => {
+            let id = ids::new(ids::CONTACT);
+            sqlx::query(
+                "INSERT INTO contacts (id, account_id, name, phone, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(&id)
+            .bind(account_id)
+            .bind(sender.display_name.as_deref())
+            .bind(sender.phone.as_deref())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            id
+        }
+    };
+    for identity in &sender.identities {
+        let attached = sqlx::query(
+            "INSERT INTO contact_identities (account_id, kind, value, contact_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(account_id)
+        .bind(identity.kind.as_str())
+        .bind(&identity.value)
+        .bind(&contact_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !attached {
+            let owner: String = sqlx::query(
+                "SELECT contact_id FROM contact_identities WHERE account_id = $1 AND kind = $2 AND value = $3",
+            )
+            .bind(account_id)
+            .bind(identity.kind.as_str())
+            .bind(&identity.value)
+            .fetch_one(&mut **tx)
+            .await?
+            .get(0);
+            if created && owner != contact_id {
+                // Another worker created this person a moment ago (PostgreSQL; SQLite writers
+                // are serialized). Use theirs: the contact made here is removed before anything
+                // refers to it. (An alias already owned by another existing contact is left
+                // with it; merging contacts is an operator's decision, not the intake's.)
+                sqlx::query(
+                    "DELETE FROM contacts WHERE id = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM contact_identities WHERE contact_id = $1)",
+                )
+                .bind(&contact_id)
+                .execute(&mut **tx)
+                .await?;
+                return Box::pin(resolve_contact(tx, account_id, sender, now)).await;
+            }
+        }
+    }
+    Ok(contact_id)
+}
+
+/// The contact's open conversation in the inbox, opened if there is none. A message to a
+/// resolved conversation starts a new one.
+async fn open_conversation(
+    tx: &mut Transaction<'static, Any>,
+    target: &Target<'_>,
+    contact_id: &str,
+    sent_at: i64,
+    now: i64,
+) -> Result<(String, bool), StoreError> {
+    let select =
+        "SELECT id FROM conversations WHERE inbox_id = $1 AND contact_id = $2 AND status <> $3";
+    if let Some(row) = sqlx::query(select)
+        .bind(target.inbox_id)
+        .bind(contact_id)
+        .bind(RESOLVED)
+        .fetch_optional(&mut **tx)
+        .await?
+    {
+        return Ok((row.get(0), false));
+    }
+    let id = ids::new(ids::CONVERSATION);
+    let created = sqlx::query(
+        "INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, priority, \
+         last_message_at, last_inbound_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'open', 0, $6, $6, $7, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(&id)
+    .bind(target.account_id)
+    .bind(target.inbox_id)
+    .bind(contact_id)
+    .bind(target.channel)
+    .bind(sent_at)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if created {
+        return Ok((id, true));
+    }
+    // Lost the race to a concurrent worker; its conversation is committed and visible now.
+    let row = sqlx::query(select)
+        .bind(target.inbox_id)
+        .bind(contact_id)
+        .bind(RESOLVED)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((row.get(0), false))
+}
+
+fn conversation(r: &AnyRow) -> Conversation {
+    Conversation {
+        id: r.get(0),
+        account_id: r.get(1),
+        inbox_id: r.get(2),
+        contact_id: r.get(3),
+        channel: r.get(4),
+        status: r.get(5),
+        priority: r.get(6),
+        assignee_id: r.get(7),
+        team_id: r.get(8),
+        last_message_at_ms: r.get(9),
+        last_inbound_at_ms: r.get(10),
+        created_at_ms: r.get(11),
+        updated_at_ms: r.get(12),
+    }
+}
+
+fn message(r: &AnyRow) -> Message {
+    let content: String = r.get(5);
+    let forwarded: i64 = r.get(8);
+    Message {
+        id: r.get(0),
+        conversation_id: r.get(1),
+        inbox_id: r.get(2),
+        direction: r.get(3),
+        content_type: r.get(4),
+        content: serde_json::from_str(&content).unwrap_or(serde_json::Value::String(content)),
+        provider_message_id: r.get(6),
+        reply_to: r.get(7),
+        forwarded: forwarded != 0,
+        status: r.get(9),
+        error: r.get(10),
+        sent_at_ms: r.get(11),
+        created_at_ms: r.get(12),
+    }
+}

@@ -1,0 +1,169 @@
+//! The inbound event log: every signed provider request, kept raw before it is acknowledged.
+//!
+//! Status lifecycle: `received` (durable, not yet normalized) → `processed` | `unrouted` (some
+//! items matched no inbox; kept for an operator) | `quarantined` (signed but unparseable).
+//! Bodies are never deleted by the hub: they are the replay source.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use switchboard_workers::RawEvent;
+
+use super::{Store, StoreError};
+use crate::ids;
+
+/// A new event about to be made durable.
+pub struct NewEvent<'a> {
+    pub account_id: &'a str,
+    pub channel: &'a str,
+    pub source: &'a str,
+    pub inbox_id: Option<&'a str>,
+    pub event_key: &'a str,
+    pub content_type: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The outcome of a durable write. A redelivery is an expected value, not an error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    New(String),
+    AlreadyRecorded,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventSummary {
+    pub id: String,
+    pub channel: String,
+    pub source: String,
+    pub inbox_id: Option<String>,
+    pub event_key: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub received_at_ms: i64,
+    pub processed_at_ms: Option<i64>,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Store {
+    pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
+        let id = ids::new(ids::INBOUND_EVENT);
+        let result = sqlx::query(
+            "INSERT INTO inbound_events (id, account_id, channel, source, inbox_id, event_key, \
+             content_type, body, status, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id)
+        .bind(event.account_id)
+        .bind(event.channel)
+        .bind(event.source)
+        .bind(event.inbox_id)
+        .bind(event.event_key)
+        .bind(event.content_type)
+        .bind(event.body)
+        .bind(ids::now_ms())
+        .execute(self.pool())
+        .await?;
+        Ok(if result.rows_affected() == 1 {
+            Recorded::New(id)
+        } else {
+            Recorded::AlreadyRecorded
+        })
+    }
+
+    pub async fn load_event(&self, id: &str) -> Result<Option<RawEvent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, account_id, source, inbox_id, body, status, received_at \
+             FROM inbound_events WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| RawEvent {
+            id: r.get(0),
+            account_id: r.get(1),
+            source: r.get(2),
+            inbox_id: r.get(3),
+            body: r.get(4),
+            status: r.get(5),
+            received_at_ms: r.get(6),
+        }))
+    }
+
+    /// Moves an event out of `received`. Only `received` events move, so a late or repeated
+    /// run never overwrites a later decision.
+    pub async fn finish_event(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE inbound_events SET status = $1, error = $2, processed_at = $3, \
+             attempts = attempts + 1 WHERE id = $4 AND status = 'received'",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(ids::now_ms())
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Events still `received` that arrived before `older_than_ms`: their job was lost (a crash
+    /// between the durable write and the queue push) or is stuck, and they are queued again.
+    pub async fn stale_events(
+        &self,
+        older_than_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM inbound_events WHERE status = 'received' AND received_at < $1 \
+             ORDER BY received_at LIMIT $2",
+        )
+        .bind(older_than_ms)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn list_events(
+        &self,
+        account_id: &str,
+        status: Option<&str>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, channel, source, inbox_id, event_key, status, error, received_at, \
+             processed_at, content_type, body FROM inbound_events \
+             WHERE account_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(account_id)
+        .bind(status)
+        .bind(cursor)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(event_summary).collect())
+    }
+}
+
+fn event_summary(r: &AnyRow) -> EventSummary {
+    let body: Vec<u8> = r.get(10);
+    EventSummary {
+        id: r.get(0),
+        channel: r.get(1),
+        source: r.get(2),
+        inbox_id: r.get(3),
+        event_key: r.get(4),
+        status: r.get(5),
+        error: r.get(6),
+        received_at_ms: r.get(7),
+        processed_at_ms: r.get(8),
+        content_type: r.get(9),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}

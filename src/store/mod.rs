@@ -1,0 +1,168 @@
+//! The SQL store: PostgreSQL (distributed) or SQLite (embedded) behind one type.
+//!
+//! Decision, written down once: queries are runtime `sqlx::query` over the `Any` driver, with
+//! `$N` placeholders (both drivers accept them), BIGINT Unix-millisecond timestamps and JSON as
+//! TEXT. One SQL text therefore serves both databases; where the dialects differ (transaction
+//! start, schema selection, pragmas) this module says so. No compile-time `query!` macros: they
+//! would need a live database or offline data per dialect, and the portable subset is small
+//! enough to review by eye and is covered by the same test suite on both backends.
+//!
+//! SQL lives here, one file per aggregate; handlers and workers never write SQL. Every table
+//! carries `account_id` and every read is filtered by it.
+
+pub mod accounts;
+pub mod conversations;
+pub mod inbound;
+pub mod webchat;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+
+use crate::config::DatabaseConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let store = Self::open(config).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let raw = config.url.expose_secret();
+        let (url, dialect) = if let Some(path) = raw.strip_prefix("sqlite://") {
+            (sqlite_url(path)?, Dialect::Sqlite)
+        } else {
+            (raw.to_owned(), Dialect::Postgres)
+        };
+        let options = AnyConnectOptions::from_str(&url)?;
+        let schema = config.schema.clone();
+        if dialect == Dialect::Postgres && schema != "public" {
+            // Created before the pool so that `search_path` points at something real.
+            let pool = AnyPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            // `schema` is validated as [a-z0-9_] by the config.
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+            )))
+            .execute(&pool)
+            .await?;
+            pool.close().await;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                let setup = match dialect {
+                    // WAL lets readers run beside the one writer; FULL makes a commit survive
+                    // power loss, not just a process crash; the busy timeout queues writers.
+                    Dialect::Sqlite => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+                        .to_owned(),
+                    Dialect::Postgres => format!("SET search_path TO \"{schema}\""),
+                };
+                Box::pin(async move {
+                    sqlx::raw_sql(AssertSqlSafe(setup))
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, dialect })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with `SQLITE_BUSY`
+    /// when another writer got there first, whereas an immediate one simply waits its turn.
+    pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `sqlite://data/switchboard.db` → a URL that creates the file (and its folder) if missing.
+fn sqlite_url(path: &str) -> Result<String, StoreError> {
+    let file = path.split('?').next().unwrap_or(path);
+    if file != ":memory:"
+        && let Some(parent) = std::path::Path::new(file).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Setup(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(if path.contains("mode=") {
+        format!("sqlite://{path}")
+    } else if path.contains('?') {
+        format!("sqlite://{path}&mode=rwc")
+    } else {
+        format!("sqlite://{path}?mode=rwc")
+    })
+}
+
+/// True when `e` is a unique-constraint violation (the expected outcome of a race that the
+/// schema settles); the caller turns it into a value, not an error.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

@@ -1,0 +1,27 @@
+//! Job payloads. Names are verb + noun; each payload carries a version so that a payload written
+//! by an older binary is still understood (or refused loudly) by a newer one.
+
+use serde::{Deserialize, Serialize};
+
+/// Turn one durable inbound event (a raw provider request) into contacts, conversations,
+/// messages and status transitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormalizeInbound {
+    /// Payload version; 1 is the only one so far.
+    #[serde(default = "version_one")]
+    pub v: u32,
+    pub event_id: String,
+}
+
+fn version_one() -> u32 {
+    1
+}
+
+impl NormalizeInbound {
+    pub fn new(event_id: impl Into<String>) -> Self {
+        Self {
+            v: 1,
+            event_id: event_id.into(),
+        }
+    }
+}

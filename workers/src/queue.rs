@@ -1,0 +1,184 @@
+//! The job queue: apalis on SQLite (embedded) or on Redis (distributed).
+//!
+//! Guarantees, on both backends: a pushed job is durable when `enqueue` returns; a job whose
+//! worker dies is handed out again (apalis heartbeats and orphan recovery), so handlers must be
+//! idempotent — ours are. The queue is not the record of truth for inbound events: the
+//! `inbound_events` table is, and the service's recovery sweep re-enqueues any event left in
+//! `received` (for example after a crash between the durable write and the push).
+//!
+//! The embedded queue lives in its own SQLite file so that queue polling never contends with the
+//! store's writers for the database lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use apalis_sqlite::{SqlitePool, SqliteStorage};
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::jobs::NormalizeInbound;
+use crate::normalize;
+use crate::ports::{InboundPort, PortError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("sqlite queue: {0}")]
+    Sqlite(String),
+    #[error("redis queue: {0}")]
+    Redis(String),
+}
+
+#[derive(Clone)]
+pub enum Queue {
+    Sqlite {
+        pool: SqlitePool,
+        normalize: SqliteStorage<NormalizeInbound>,
+    },
+    Redis {
+        conn: ConnectionManager,
+        normalize: RedisStorage<NormalizeInbound>,
+    },
+}
+
+/// How often an idle worker looks for new jobs: the bound on queue latency when idle.
+const POLL: Duration = Duration::from_millis(20);
+
+/// How long a fetched job may run without a heartbeat before another worker takes it over.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+impl Queue {
+    /// Opens (creating if needed) the embedded queue at `path`.
+    pub async fn sqlite(path: &str) -> Result<Self, QueueError> {
+        let options = apalis_sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = apalis_sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| QueueError::Sqlite(e.to_string()))?;
+        SqliteStorage::<()>::setup(&pool)
+            .await
+            .map_err(|e| QueueError::Sqlite(e.to_string()))?;
+        let config = apalis_sqlite::Config::default()
+            .queue("normalize-inbound")
+            .heartbeat_interval(HEARTBEAT);
+        let normalize = SqliteStorage::new(&pool).with_config(config);
+        Ok(Queue::Sqlite { pool, normalize })
+    }
+
+    /// Uses Redis; every queue key lives under `prefix`.
+    pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
+        let config = apalis_redis::Config::default()
+            .queue(format!("{prefix}:queue:normalize-inbound"))
+            .heartbeat_interval(HEARTBEAT);
+        let normalize = RedisStorage::new(conn.clone()).with_config(config);
+        Queue::Redis { conn, normalize }
+    }
+
+    pub async fn enqueue(&self, job: NormalizeInbound) -> Result<(), QueueError> {
+        match self {
+            Queue::Sqlite { normalize, .. } => normalize
+                .clone()
+                .push(job)
+                .await
+                .map_err(|e| QueueError::Sqlite(e.to_string())),
+            Queue::Redis { normalize, .. } => normalize
+                .clone()
+                .push(job)
+                .await
+                .map_err(|e| QueueError::Redis(e.to_string())),
+        }
+    }
+
+    /// Readiness: the queue's backing store answers.
+    pub async fn ping(&self) -> Result<(), QueueError> {
+        match self {
+            Queue::Sqlite { pool, .. } => sqlx_ping(pool).await,
+            Queue::Redis { conn, .. } => {
+                let mut conn = conn.clone();
+                redis_ping(&mut conn).await
+            }
+        }
+    }
+
+    /// Runs `concurrency` normalize handlers until `shutdown` is cancelled, then lets in-flight
+    /// jobs finish.
+    pub async fn run_workers(
+        &self,
+        port: Arc<dyn InboundPort>,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), QueueError> {
+        let signal = async move {
+            shutdown.cancelled().await;
+            Ok(())
+        };
+        let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
+        let result = match self.clone() {
+            Queue::Sqlite { normalize, .. } => {
+                monitor
+                    .register(move |_| {
+                        WorkerBuilder::new("normalize-inbound")
+                            .backend(normalize.clone().poll_with_interval(POLL))
+                            .data(port.clone())
+                            .concurrency(concurrency)
+                            .build(run_normalize)
+                    })
+                    .run_with_signal(signal)
+                    .await
+            }
+            Queue::Redis { normalize, .. } => {
+                monitor
+                    .register(move |_| {
+                        WorkerBuilder::new("normalize-inbound")
+                            .backend(normalize.clone())
+                            .data(port.clone())
+                            .concurrency(concurrency)
+                            .build(run_normalize)
+                    })
+                    .run_with_signal(signal)
+                    .await
+            }
+        };
+        info!("Workers stopped.");
+        result.map_err(|e| QueueError::Sqlite(e.to_string()))
+    }
+}
+
+async fn run_normalize(
+    job: NormalizeInbound,
+    port: Data<Arc<dyn InboundPort>>,
+) -> Result<(), BoxDynError> {
+    match normalize::handle(&job, &port).await {
+        Ok(()) => Ok(()),
+        Err(PortError::Permanent(reason)) => {
+            error!(event = %job.event_id, %reason, "Normalization failed for good; quarantining.");
+            port.quarantine(&job.event_id, &reason)
+                .await
+                .map_err(|e| Box::new(e) as BoxDynError)
+        }
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+async fn sqlx_ping(pool: &SqlitePool) -> Result<(), QueueError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(|e| QueueError::Sqlite(e.to_string()))
+}
+
+async fn redis_ping(conn: &mut ConnectionManager) -> Result<(), QueueError> {
+    redis::cmd("PING")
+        .query_async::<String>(conn)
+        .await
+        .map(drop)
+        .map_err(|e| QueueError::Redis(e.to_string()))
+}
