@@ -152,6 +152,16 @@ impl Config {
         Self::from_figment(figment)
     }
 
+    /// The embedded defaults with TOML documents layered over them, in order (tests, tools).
+    pub fn from_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULTS)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
+        Self::from_figment(figment)
+    }
+
     pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;

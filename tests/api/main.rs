@@ -1,1 +1,12 @@
-fn main() {}
+//! Whole-service tests: the real hub on port 0, on SQLite and on PostgreSQL + Redis.
+
+#![allow(clippy::unwrap_used)]
+
+mod helpers;
+
+mod bad_input;
+mod durability;
+mod exactly_once;
+mod twilio;
+mod webchat;
+mod whatsapp;

@@ -29,6 +29,15 @@ pub enum QueueError {
     Sqlite(String),
     #[error("redis queue: {0}")]
     Redis(String),
+    #[error("workers stopped: {0}")]
+    Stopped(String),
+}
+
+fn nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }
 
 #[derive(Clone)]
@@ -115,16 +124,20 @@ impl Queue {
         concurrency: usize,
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
+        let stopping = shutdown.clone();
         let signal = async move {
-            shutdown.cancelled().await;
+            stopping.cancelled().await;
             Ok(())
         };
+        // A worker's name is registered in the backend while it lives; a process killed with
+        // SIGKILL leaves its name behind, so every process start takes a fresh one.
+        let name = format!("normalize-inbound-{}-{}", std::process::id(), nanos());
         let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
         let result = match self.clone() {
             Queue::Sqlite { normalize, .. } => {
                 monitor
                     .register(move |_| {
-                        WorkerBuilder::new("normalize-inbound")
+                        WorkerBuilder::new(name.clone())
                             .backend(normalize.clone().poll_with_interval(POLL))
                             .data(port.clone())
                             .concurrency(concurrency)
@@ -136,7 +149,7 @@ impl Queue {
             Queue::Redis { normalize, .. } => {
                 monitor
                     .register(move |_| {
-                        WorkerBuilder::new("normalize-inbound")
+                        WorkerBuilder::new(name.clone())
                             .backend(normalize.clone())
                             .data(port.clone())
                             .concurrency(concurrency)
@@ -147,7 +160,16 @@ impl Queue {
             }
         };
         info!("Workers stopped.");
-        result.map_err(|e| QueueError::Sqlite(e.to_string()))
+        result.map_err(|e| QueueError::Stopped(e.to_string()))?;
+        if shutdown.is_cancelled() {
+            Ok(())
+        } else {
+            // Crash-only: a node whose workers died must not keep acknowledging webhooks as if
+            // all were well; the supervisor restarts it.
+            Err(QueueError::Stopped(
+                "the workers stopped before shutdown".to_owned(),
+            ))
+        }
     }
 }
 
