@@ -7,6 +7,7 @@ mod helpers;
 mod bad_input;
 mod durability;
 mod exactly_once;
+mod health;
 mod twilio;
 mod webchat;
 mod whatsapp;

@@ -17,7 +17,7 @@ use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::jobs::NormalizeInbound;
 use crate::normalize;
@@ -124,13 +124,42 @@ impl Queue {
         concurrency: usize,
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
-        let stopping = shutdown.clone();
+        // apalis ends a worker whose backend fails (a Redis blip, a locked database). The node
+        // stays up, keeps acknowledging durably (events wait in the store), and starts fresh
+        // workers after a capped backoff; the recovery sweep queues whatever waited.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let outcome = self
+                .run_monitor(port.clone(), concurrency, shutdown.clone())
+                .await;
+            if shutdown.is_cancelled() {
+                info!("Workers stopped.");
+                return Ok(());
+            }
+            match outcome {
+                Ok(()) => warn!("Workers ended unexpectedly; restarting them."),
+                Err(e) => warn!(error = %e, "Workers failed; restarting them."),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn run_monitor(
+        &self,
+        port: Arc<dyn InboundPort>,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), QueueError> {
         let signal = async move {
-            stopping.cancelled().await;
+            shutdown.cancelled().await;
             Ok(())
         };
         // A worker's name is registered in the backend while it lives; a process killed with
-        // SIGKILL leaves its name behind, so every process start takes a fresh one.
+        // SIGKILL leaves its name behind, so every start takes a fresh one.
         let name = format!("normalize-inbound-{}-{}", std::process::id(), nanos());
         let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
         let result = match self.clone() {
@@ -159,17 +188,7 @@ impl Queue {
                     .await
             }
         };
-        info!("Workers stopped.");
-        result.map_err(|e| QueueError::Stopped(e.to_string()))?;
-        if shutdown.is_cancelled() {
-            Ok(())
-        } else {
-            // Crash-only: a node whose workers died must not keep acknowledging webhooks as if
-            // all were well; the supervisor restarts it.
-            Err(QueueError::Stopped(
-                "the workers stopped before shutdown".to_owned(),
-            ))
-        }
+        result.map_err(|e| QueueError::Stopped(e.to_string()))
     }
 }
 
