@@ -73,7 +73,13 @@ impl Backends {
             Mode::Distributed => {
                 let client = redis::Client::open(config.redis.url.expose_secret())?;
                 let conn = redis::aio::ConnectionManager::new(client.clone()).await?;
-                let prefix = &config.redis.key_prefix;
+                // Keys read `{prefix}:dedup:…`, `{prefix}:queue:…` whether or not the
+                // configured prefix ends with a colon.
+                let prefix = match config.redis.key_prefix.as_str() {
+                    p if p.ends_with(':') => p.to_owned(),
+                    p => format!("{p}:"),
+                };
+                let prefix = &prefix;
                 (
                     Dedup::redis(conn.clone(), prefix),
                     Broker::redis(client, conn.clone(), prefix, shutdown.clone()).await?,
@@ -183,7 +189,7 @@ async fn recovery_sweep(store: Store, queue: Queue, after: Duration, shutdown: C
             ids::now_ms() - after.as_millis() as i64
         };
         first = false;
-        match store.stale_events(horizon, 1000).await {
+        match store.claim_stale_events(horizon, 1000).await {
             Ok(stale) => {
                 if !stale.is_empty() {
                     info!(count = stale.len(), "Re-queueing events left unprocessed.");

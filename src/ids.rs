@@ -1,4 +1,4 @@
-//! Prefixed opaque ids (`acc_…`, `inb_…`, `conv_…`, `msg_…`, `ctc_…`, `evt_…`, `key_…`).
+//! Prefixed opaque ids (`acc_…`, `inb_…`, `conv_…`, `msg_…`, `ctc_…`, `evt_…`, `key_…`, `vis_…`).
 //!
 //! The part after the prefix is a lowercase ULID, so ids sort by creation time: list endpoints
 //! page by id and get a stable, time-ordered cursor for free.
@@ -11,6 +11,8 @@ pub const MESSAGE: &str = "msg";
 pub const INBOUND_EVENT: &str = "evt";
 pub const STATUS_EVENT: &str = "sts";
 pub const API_KEY: &str = "key";
+pub const WEBCHAT_SESSION: &str = "wcs";
+pub const VISITOR: &str = "vis";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -50,6 +50,8 @@ CREATE TABLE inbound_events (
     error         TEXT,
     attempts      BIGINT NOT NULL DEFAULT 0,
     received_at   BIGINT NOT NULL,
+    -- Last time the recovery sweep queued this event again (NULL: only the intake's push).
+    queued_at     BIGINT,
     processed_at  BIGINT
 );
 CREATE UNIQUE INDEX inbound_events_key ON inbound_events (source, event_key);

@@ -112,10 +112,10 @@ async fn start_session(
     let now = ids::now_ms();
     let token = format!("vst_{}", Alphanumeric.sample_string(&mut rand::rng(), 40));
     let session = VisitorSession {
-        id: ids::new("wcs"),
+        id: ids::new(ids::WEBCHAT_SESSION),
         account_id: inbox.account_id.clone(),
         inbox_id: inbox.id.clone(),
-        visitor_id: ids::new("vis"),
+        visitor_id: ids::new(ids::VISITOR),
         identifier,
         name,
         email,

@@ -41,8 +41,13 @@ pub struct EventSummary {
     pub received_at_ms: i64,
     pub processed_at_ms: Option<i64>,
     pub content_type: String,
+    /// The raw body as text, cut at [`BODY_PREVIEW_BYTES`]; `body_truncated` says when.
     pub body: String,
+    pub body_truncated: bool,
 }
+
+/// How much of each raw body a listing shows, so a page of events stays small.
+pub const BODY_PREVIEW_BYTES: usize = 16 * 1024;
 
 impl Store {
     pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
@@ -110,18 +115,23 @@ impl Store {
         Ok(())
     }
 
-    /// Events still `received` that arrived before `older_than_ms`: their job was lost (a crash
-    /// between the durable write and the queue push) or is stuck, and they are queued again.
-    pub async fn stale_events(
+    /// Claims up to `limit` events still `received` whose last queueing is older than
+    /// `horizon_ms`, stamping them so that the next sweep (on any node) leaves them alone for
+    /// another period. Their job was lost (a crash between the durable write and the queue
+    /// push), exhausted its retries, or is waiting behind a backlog; an extra job is harmless.
+    pub async fn claim_stale_events(
         &self,
-        older_than_ms: i64,
+        horizon_ms: i64,
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM inbound_events WHERE status = 'received' AND received_at < $1 \
-             ORDER BY received_at LIMIT $2",
+            "UPDATE inbound_events SET queued_at = $1 WHERE id IN (SELECT id FROM inbound_events \
+             WHERE status = 'received' AND COALESCE(queued_at, received_at) < $2 \
+             ORDER BY received_at LIMIT $3) AND status = 'received' \
+             AND COALESCE(queued_at, received_at) < $2 RETURNING id",
         )
-        .bind(older_than_ms)
+        .bind(ids::now_ms())
+        .bind(horizon_ms)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
@@ -153,6 +163,7 @@ impl Store {
 
 fn event_summary(r: &AnyRow) -> EventSummary {
     let body: Vec<u8> = r.get(10);
+    let shown = &body[..body.len().min(BODY_PREVIEW_BYTES)];
     EventSummary {
         id: r.get(0),
         channel: r.get(1),
@@ -164,6 +175,7 @@ fn event_summary(r: &AnyRow) -> EventSummary {
         received_at_ms: r.get(7),
         processed_at_ms: r.get(8),
         content_type: r.get(9),
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: String::from_utf8_lossy(shown).into_owned(),
+        body_truncated: shown.len() < body.len(),
     }
 }

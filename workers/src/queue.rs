@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
+use apalis_core::backend::Vacuum;
 use apalis_redis::RedisStorage;
 use apalis_sqlite::{SqlitePool, SqliteStorage};
 use redis::aio::ConnectionManager;
@@ -81,10 +82,10 @@ impl Queue {
         Ok(Queue::Sqlite { pool, normalize })
     }
 
-    /// Uses Redis; every queue key lives under `prefix`.
+    /// Uses Redis; every queue key lives under `prefix` (which ends with `:`).
     pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
         let config = apalis_redis::Config::default()
-            .queue(format!("{prefix}:queue:normalize-inbound"))
+            .queue(format!("{prefix}queue:normalize-inbound"))
             .heartbeat_interval(HEARTBEAT);
         let normalize = RedisStorage::new(conn.clone()).with_config(config);
         Queue::Redis { conn, normalize }
@@ -127,6 +128,7 @@ impl Queue {
         // apalis ends a worker whose backend fails (a Redis blip, a locked database). The node
         // stays up, keeps acknowledging durably (events wait in the store), and starts fresh
         // workers after a capped backoff; the recovery sweep queues whatever waited.
+        tokio::spawn(self.clone().prune_finished(shutdown.clone()));
         let mut backoff = Duration::from_millis(100);
         loop {
             let outcome = self
@@ -145,6 +147,45 @@ impl Queue {
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Deletes finished jobs periodically.
+    ///
+    /// Both apalis backends keep every finished job. On SQLite that is worse than wasted space:
+    /// its acknowledgement query (`UPDATE Jobs … FROM json_each(?)`) costs time in proportion to
+    /// the table, and measured, the queue's CPU grew quadratically with the events handled
+    /// (docs/BENCHMARKS.md). On Redis each job leaves hash entries that never expire. Finished
+    /// jobs carry nothing the hub needs — `inbound_events` is the record of what was processed.
+    async fn prune_finished(self, shutdown: CancellationToken) {
+        let period = match self {
+            Queue::Sqlite { .. } => Duration::from_secs(1),
+            Queue::Redis { .. } => Duration::from_secs(10),
+        };
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(period) => {}
+            }
+            let pruned = match &self {
+                Queue::Sqlite { pool, .. } => sqlx::query(
+                    "DELETE FROM Jobs WHERE status IN ('Done', 'Killed') \
+                     OR (status = 'Failed' AND attempts >= max_attempts)",
+                )
+                .execute(pool)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+                Queue::Redis { normalize, .. } => normalize
+                    .clone()
+                    .vacuum()
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = pruned {
+                warn!(error = %e, "Could not prune finished jobs.");
+            }
         }
     }
 

@@ -1,0 +1,62 @@
+//! `switchboard-bench`: a load generator for a Switchboard hub running on this machine.
+//!
+//! Owns traffic and measurement only. It signs requests exactly as the providers do (through
+//! `switchboard-connectors`), sends them to the hub's public endpoints and reports acks,
+//! latency and, given the hub's pid, the hub's CPU cost per event. It never touches the hub's
+//! database, queue or broker, and it refuses any target that is not loopback, so it cannot be
+//! pointed at a real hub by mistake.
+//!
+//! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS).
+
+mod ingest;
+mod payload;
+mod proc_cpu;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard-bench",
+    version,
+    about = "Load generator for a Switchboard hub on loopback"
+)]
+struct Cli {
+    /// Runtime worker threads for the generator (default: one per CPU). On a small machine
+    /// shared with the hub, fewer threads leave more CPU to the hub.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Signed inbound provider webhooks, each a new event (or a duplicate with --duplicates).
+    Ingest(ingest::IngestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = cli.threads {
+        runtime.worker_threads(threads.into());
+    }
+    let outcome = runtime
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| match cli.scenario {
+            Scenario::Ingest(args) => runtime.block_on(ingest::run(args)),
+        });
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

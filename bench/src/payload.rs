@@ -1,0 +1,203 @@
+//! Signed provider requests, built ahead of the timed run so signing is not charged to the hub.
+//!
+//! Every event is unique across runs (ids carry the run id) and its sender is one of 1000, so a
+//! run spreads over many conversations the way real traffic does.
+
+use bytes::Bytes;
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+use switchboard_connectors::{twilio, whatsapp};
+
+/// Senders cycle through this many numbers: one conversation each per inbox.
+const SENDERS: u64 = 1000;
+const TWILIO_ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+/// What one channel's requests share: where they go and how they are signed.
+pub struct Target {
+    pub url: Url,
+    pub content_type: HeaderValue,
+    pub signature_header: HeaderName,
+}
+
+/// One event, ready to send: the body exactly as signed, and its signature.
+pub struct Prepared {
+    pub body: Bytes,
+    pub signature: HeaderValue,
+}
+
+/// A run-unique tag (48 bits from the clock and the pid) so repeated runs never collide in the
+/// hub's dedup.
+pub fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default() as u64;
+    let mixed = nanos ^ (u64::from(std::process::id()) << 40);
+    format!("{:012x}", mixed & 0xffff_ffff_ffff)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// `{base}/{segments…}`, each segment percent-encoded as needed.
+pub fn endpoint(base: &Url, segments: &[&str]) -> anyhow::Result<Url> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("{base} cannot be a base URL"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Builds WhatsApp Cloud API message webhooks: the realistic body of PROVIDERS.md §1.9, one
+/// text message each, signed with `X-Hub-Signature-256`.
+pub struct WhatsappEvents<'a> {
+    pub app_secret: &'a [u8],
+    pub phone_number_id: &'a str,
+    pub run_id: &'a str,
+}
+
+impl WhatsappEvents<'_> {
+    pub fn target(base: &Url, app: &str) -> anyhow::Result<Target> {
+        Ok(Target {
+            url: endpoint(base, &["webhooks", "whatsapp", app])?,
+            content_type: HeaderValue::from_static("application/json"),
+            signature_header: HeaderName::from_static(whatsapp::SIGNATURE_HEADER),
+        })
+    }
+
+    pub fn build(&self, count: usize) -> anyhow::Result<Vec<Prepared>> {
+        let timestamp = unix_now();
+        (0..count as u64)
+            .map(|i| {
+                let sender = i % SENDERS;
+                let wa_id = format!("1555555{sender:04}");
+                // Meta only ever sends ASCII (non-ASCII is \u-escaped), and so does this.
+                let body = format!(
+                    concat!(
+                        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"900000000000001","changes":[{{"value":"#,
+                        r#"{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15555550100","#,
+                        r#""phone_number_id":"{pnid}"}},"contacts":[{{"profile":{{"name":"Bench Sender {sender}"}},"#,
+                        r#""wa_id":"{wa_id}"}}],"messages":[{{"from":"{wa_id}","id":"wamid.BENCH{run}{i:010}","#,
+                        r#""timestamp":"{ts}","type":"text","text":{{"body":"Hi, is my order shipped? (#{i})"}}}}]}},"#,
+                        r#""field":"messages"}}]}}]}}"#,
+                    ),
+                    pnid = self.phone_number_id,
+                    sender = sender,
+                    wa_id = wa_id,
+                    run = self.run_id,
+                    i = i,
+                    ts = timestamp,
+                );
+                let signature = whatsapp::sign(self.app_secret, body.as_bytes());
+                Ok(Prepared {
+                    signature: HeaderValue::try_from(signature)?,
+                    body: Bytes::from(body),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Builds Twilio inbound SMS webhooks (PROVIDERS.md §2.1), form-encoded and signed with
+/// `X-Twilio-Signature` over the URL the hub rebuilds from its public URL.
+pub struct TwilioEvents<'a> {
+    pub auth_token: &'a [u8],
+    /// `{public_url}/webhooks/twilio/{inbox}`: what Twilio would have called.
+    pub signed_url: String,
+    pub run_id: &'a str,
+}
+
+impl TwilioEvents<'_> {
+    pub fn target(base: &Url, inbox: &str) -> anyhow::Result<Target> {
+        Ok(Target {
+            url: endpoint(base, &["webhooks", "twilio", inbox])?,
+            content_type: HeaderValue::from_static("application/x-www-form-urlencoded"),
+            signature_header: HeaderName::from_static(twilio::SIGNATURE_HEADER),
+        })
+    }
+
+    pub fn build(&self, count: usize) -> anyhow::Result<Vec<Prepared>> {
+        (0..count as u64)
+            .map(|i| {
+                let params: Vec<(String, String)> = vec![
+                    // SM + 32 hex: 12 from the run id, 20 from the event number.
+                    ("MessageSid".into(), format!("SM{}{i:020x}", self.run_id)),
+                    ("AccountSid".into(), TWILIO_ACCOUNT_SID.into()),
+                    ("From".into(), format!("+1555555{:04}", i % SENDERS)),
+                    ("To".into(), "+14155550100".into()),
+                    ("Body".into(), format!("Hi, is my order shipped? (#{i})")),
+                    ("NumMedia".into(), "0".into()),
+                ];
+                let signature =
+                    twilio::compute_signature(self.auth_token, &self.signed_url, &params);
+                let body = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&params)
+                    .finish();
+                Ok(Prepared {
+                    signature: HeaderValue::try_from(signature)?,
+                    body: Bytes::from(body),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whatsapp_bodies_verify_and_are_unique_json() {
+        let events = WhatsappEvents {
+            app_secret: b"secret",
+            phone_number_id: "800000000000001",
+            run_id: "0123456789ab",
+        }
+        .build(3)
+        .unwrap();
+        let ids: Vec<String> = events
+            .iter()
+            .map(|e| {
+                let sig = e.signature.to_str().unwrap();
+                whatsapp::verify_signature(b"secret", &e.body, Some(sig)).unwrap();
+                let keys = whatsapp::dedup_keys(&e.body).unwrap();
+                assert_eq!(keys.len(), 1);
+                keys[0].clone()
+            })
+            .collect();
+        assert_eq!(ids[0], "msg:wamid.BENCH0123456789ab0000000000");
+        assert_ne!(ids[1], ids[2]);
+    }
+
+    #[test]
+    fn twilio_bodies_verify_against_the_public_url() {
+        let url = "http://localhost:8080/webhooks/twilio/support-sms";
+        let events = TwilioEvents {
+            auth_token: b"token",
+            signed_url: url.to_owned(),
+            run_id: "0123456789ab",
+        }
+        .build(2)
+        .unwrap();
+        for e in &events {
+            let params = twilio::parse_form(&e.body);
+            let sig = e.signature.to_str().unwrap();
+            twilio::verify_signature(b"token", url, &params, Some(sig)).unwrap();
+            let sid = &params[0].1;
+            assert_eq!(sid.len(), 34);
+            assert!(sid.starts_with("SM0123456789ab"));
+        }
+    }
+
+    #[test]
+    fn endpoint_encodes_segments() {
+        let base = Url::parse("http://127.0.0.1:8080/").unwrap();
+        let url = endpoint(&base, &["webhooks", "twilio", "a b"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/webhooks/twilio/a%20b");
+    }
+}

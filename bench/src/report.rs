@@ -1,0 +1,275 @@
+//! What a run counted, and how it is printed: a table for people, one JSON object with `--json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Latencies above this (µs) are recorded as this; the client times out long before.
+const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// An "idle" hub above this many cores was still working (e.g. normalizing a previous run), so
+/// taking its rate off the per-event figures is wrong.
+const BUSY_IDLE_CORES: f64 = 0.2;
+
+/// The hub's answer to one request, as far as the bench can tell.
+#[derive(Debug)]
+pub enum Outcome {
+    /// 2xx with `{"status":"accepted"}`.
+    Accepted,
+    /// 2xx with `{"status":"duplicate"}`.
+    Duplicate,
+    /// 2xx that does not say which (Twilio's empty TwiML).
+    Acked,
+    /// Not 2xx; the key is the status code, the text a short excerpt of the body.
+    Refused(u16, String),
+    /// No HTTP answer: `timeout` or `transport`.
+    Failed(&'static str, String),
+}
+
+/// Counters and the latency histogram of one worker, merged at the end.
+pub struct Tally {
+    pub events: u64,
+    pub requests: u64,
+    pub acked: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// Microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Tally {
+    pub fn new() -> Self {
+        Self {
+            events: 0,
+            requests: 0,
+            acked: 0,
+            accepted: 0,
+            duplicates: 0,
+            errors: BTreeMap::new(),
+            first_error: None,
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("static histogram bounds are valid"),
+        }
+    }
+
+    pub fn record(&mut self, outcome: Outcome, latency: Duration) {
+        self.requests += 1;
+        self.latency
+            .saturating_record(u64::try_from(latency.as_micros()).unwrap_or(MAX_LATENCY_US));
+        let (key, detail) = match outcome {
+            Outcome::Accepted => return self.ack(|t| t.accepted += 1),
+            Outcome::Duplicate => return self.ack(|t| t.duplicates += 1),
+            Outcome::Acked => return self.ack(|_| {}),
+            Outcome::Refused(status, body) => {
+                (status.to_string(), format!("HTTP {status}: {body}"))
+            }
+            Outcome::Failed(kind, message) => (kind.to_owned(), format!("{kind}: {message}")),
+        };
+        *self.errors.entry(key).or_default() += 1;
+        self.first_error.get_or_insert(detail);
+    }
+
+    fn ack(&mut self, classify: impl FnOnce(&mut Self)) {
+        self.acked += 1;
+        classify(self);
+    }
+
+    pub fn merge(&mut self, other: Tally) {
+        self.events += other.events;
+        self.requests += other.requests;
+        self.acked += other.acked;
+        self.accepted += other.accepted;
+        self.duplicates += other.duplicates;
+        for (key, n) in other.errors {
+            *self.errors.entry(key).or_default() += n;
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        // Same bounds on both sides, so this cannot fail.
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub channel: &'static str,
+    pub url: String,
+    pub run_id: String,
+    pub concurrency: usize,
+    /// Target arrivals per second (open model); absent for the closed loop.
+    pub rate: Option<f64>,
+    pub duplicates_mode: bool,
+    pub events_planned: u64,
+    pub events: u64,
+    pub requests: u64,
+    pub acked: u64,
+    /// Absent when the provider's ack does not say (Twilio answers empty TwiML either way).
+    pub accepted: Option<u64>,
+    pub duplicates: Option<u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// Open model only: events not sent on their slot (all slots busy, or the generator behind).
+    pub late: Option<u64>,
+    /// The run hit --max-seconds before sending every event.
+    pub stopped_early: bool,
+    pub elapsed_s: f64,
+    pub acks_per_s: f64,
+    pub latency_ms: Latency,
+    pub hub_cpu: Option<HubCpu>,
+    /// This generator's own CPU during the timed run: if it nears cores × elapsed, the
+    /// generator, not the hub, is the limit.
+    pub bench_cpu_s: f64,
+}
+
+#[derive(Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// The hub's CPU time over the timed run, and again once it has gone quiet (the queue workers
+/// normalize after the ack, so the second figure is the whole cost of an event). Seconds are
+/// raw; the per-event figures have the idle rate taken off.
+#[derive(Serialize)]
+pub struct HubCpu {
+    pub pid: u32,
+    /// CPU seconds per second the hub used before the run, doing nothing.
+    pub idle_cores: f64,
+    pub during_s: f64,
+    pub during_us_per_event: f64,
+    pub until_idle_s: f64,
+    pub until_idle_us_per_event: f64,
+    /// How long after the last ack the hub kept working.
+    pub idle_after_s: f64,
+    /// False when --settle-seconds ran out with the hub still busy: `until_idle` is then short.
+    pub settled: bool,
+}
+
+impl Report {
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let mode = match self.rate {
+            Some(rate) => format!(
+                "open model, {rate}/s, at most {} in flight",
+                self.concurrency
+            ),
+            None => format!("closed loop, concurrency {}", self.concurrency),
+        };
+        let unknown = || "n/a (ack does not say)".to_owned();
+        let errors = if self.errors.is_empty() {
+            "0".to_owned()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let l = &self.latency_ms;
+        let mut rows: Vec<(&str, String)> = vec![
+            ("target", format!("{} ({})", self.url, self.channel)),
+            ("run", format!("{}, {mode}", self.run_id)),
+            (
+                "events",
+                format!(
+                    "{} of {}{}",
+                    self.events,
+                    self.events_planned,
+                    if self.duplicates_mode {
+                        ", each sent twice"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            ("requests", self.requests.to_string()),
+            ("acked", self.acked.to_string()),
+            (
+                "accepted",
+                self.accepted.map_or_else(unknown, |n| n.to_string()),
+            ),
+            (
+                "duplicates",
+                self.duplicates.map_or_else(unknown, |n| n.to_string()),
+            ),
+            ("errors", errors),
+        ];
+        if let Some(first) = &self.first_error {
+            rows.push(("first error", first.clone()));
+        }
+        if let Some(late) = self.late {
+            rows.push(("late", late.to_string()));
+        }
+        if self.stopped_early {
+            rows.push(("stopped", "at --max-seconds".to_owned()));
+        }
+        rows.push(("elapsed s", format!("{:.3}", self.elapsed_s)));
+        rows.push(("acks/s", format!("{:.1}", self.acks_per_s)));
+        rows.push((
+            "latency ms",
+            format!(
+                "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+                l.p50, l.p90, l.p99, l.p99_9, l.max
+            ),
+        ));
+        if let Some(cpu) = &self.hub_cpu {
+            let settle = if cpu.settled {
+                "until idle"
+            } else {
+                "STILL BUSY"
+            };
+            rows.push((
+                "hub cpu",
+                format!(
+                    "{:.2} s during the run ({:.1} µs/event); {:.2} s {settle} {:.1} s later \
+                     ({:.1} µs/event); idle rate {:.3} cores taken off",
+                    cpu.during_s,
+                    cpu.during_us_per_event,
+                    cpu.until_idle_s,
+                    cpu.idle_after_s,
+                    cpu.until_idle_us_per_event,
+                    cpu.idle_cores
+                ),
+            ));
+        }
+        if self
+            .hub_cpu
+            .as_ref()
+            .is_some_and(|cpu| cpu.idle_cores > BUSY_IDLE_CORES)
+        {
+            rows.push((
+                "warning",
+                "the hub was busy before the run (a backlog?): per-event CPU is understated"
+                    .to_owned(),
+            ));
+        }
+        rows.push(("bench cpu", format!("{:.2} s", self.bench_cpu_s)));
+        for (name, value) in rows {
+            let _ = writeln!(out, "{name:<12} {value}");
+        }
+        out
+    }
+}
