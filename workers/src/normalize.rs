@@ -56,3 +56,104 @@ pub fn decode(event: &RawEvent) -> Result<InboundBatch, String> {
     };
     result.map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use switchboard_connectors::{InboundItem, twilio, whatsapp};
+
+    use super::*;
+
+    /// Records what the handler asks of the hub.
+    #[derive(Default)]
+    struct Recorder {
+        event: Mutex<Option<RawEvent>>,
+        applied: Mutex<Vec<usize>>,
+        quarantined: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl InboundPort for Recorder {
+        async fn load(&self, _: &str) -> Result<Option<RawEvent>, PortError> {
+            Ok(self.event.lock().unwrap().clone())
+        }
+        async fn apply(&self, _: &RawEvent, batch: InboundBatch) -> Result<(), PortError> {
+            self.applied.lock().unwrap().push(batch.items.len());
+            Ok(())
+        }
+        async fn quarantine(&self, _: &str, reason: &str) -> Result<(), PortError> {
+            self.quarantined.lock().unwrap().push(reason.to_owned());
+            Ok(())
+        }
+    }
+
+    fn event(source: &str, body: &[u8], status: &str) -> RawEvent {
+        RawEvent {
+            id: "evt_1".into(),
+            account_id: "acc_default".into(),
+            source: source.into(),
+            inbox_id: Some("inb_x".into()),
+            body: body.to_vec(),
+            status: status.into(),
+            received_at_ms: 1_760_000_000_000,
+        }
+    }
+
+    async fn run(event: Option<RawEvent>) -> Arc<Recorder> {
+        let recorder = Arc::new(Recorder::default());
+        *recorder.event.lock().unwrap() = event;
+        let port: Arc<dyn InboundPort> = recorder.clone();
+        handle(&NormalizeInbound::new("evt_1"), &port)
+            .await
+            .unwrap();
+        recorder
+    }
+
+    #[tokio::test]
+    async fn each_source_is_decoded_by_its_connector() {
+        let wa = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"metadata":{"phone_number_id":"8"},"messages":[{"from":"1555","id":"wamid.1","timestamp":"1760000000","type":"text","text":{"body":"hi"}}]}}]}]}"#;
+        let form = b"MessageSid=SM1&From=%2B14155550199&To=%2B14155550100&Body=hi&NumMedia=0";
+        let status = b"MessageSid=SM1&MessageStatus=delivered";
+        let chat = br#"{"visitor_id":"vis_1","identifier":null,"name":null,"email":null,"client_message_id":"c1","text":"hi","sent_at_ms":1}"#;
+        for (source, body) in [
+            ("whatsapp:demo", &wa[..]),
+            ("twilio:sms", &form[..]),
+            ("twilio-status:sms", &status[..]),
+            ("webchat:site", &chat[..]),
+        ] {
+            let recorder = run(Some(event(source, body, "received"))).await;
+            assert_eq!(*recorder.applied.lock().unwrap(), [1], "{source}");
+        }
+        assert!(matches!(
+            decode(&event("twilio:sms", form, "received"))
+                .unwrap()
+                .items[0],
+            InboundItem::Message(_)
+        ));
+        assert!(
+            whatsapp::dedup_keys(wa).is_ok()
+                && twilio::dedup_key(&twilio::parse_form(status)).is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_events_are_quarantined_and_finished_ones_left_alone() {
+        let recorder = run(Some(event("whatsapp:demo", b"{not json", "received"))).await;
+        assert!(recorder.applied.lock().unwrap().is_empty());
+        assert_eq!(recorder.quarantined.lock().unwrap().len(), 1);
+
+        let recorder = run(Some(event("carrier-pigeon:x", b"coo", "received"))).await;
+        assert!(recorder.quarantined.lock().unwrap()[0].contains("unknown event source"));
+
+        // A re-run of a processed event, or a job for a vanished one, does nothing.
+        let recorder = run(Some(event("whatsapp:demo", b"{not json", "processed"))).await;
+        assert!(
+            recorder.applied.lock().unwrap().is_empty()
+                && recorder.quarantined.lock().unwrap().is_empty()
+        );
+        let recorder = run(None).await;
+        assert!(recorder.applied.lock().unwrap().is_empty());
+    }
+}
