@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use crate::ids;
 use crate::inboxes::Registry;
 use crate::ingest::Ingest;
-use crate::intake::Intake;
+use crate::intake::{Intake, Journal};
 use crate::store::Store;
 
 /// What this process does. A node may be an API node, a worker node, or both (the default).
@@ -142,7 +142,7 @@ pub async fn run(
             store: backends.store.clone(),
             broker: backends.broker.clone(),
             intake: Intake {
-                store: backends.store.clone(),
+                journal: Journal::start(backends.store.clone(), backends.queue.clone()),
                 dedup: backends.dedup.clone(),
                 queue: backends.queue.clone(),
                 dedup_ttl: Duration::from_secs(config.intake.dedup_ttl_secs),

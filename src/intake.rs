@@ -1,28 +1,123 @@
 //! The request path after the signature check: fast dedup → durable record → queue → 2xx.
 //!
+//! The durable record is a group commit: each request hands its event to the [`Journal`] and
+//! waits; journal writers take every event waiting at that moment, write them in one
+//! transaction (one fsync), push their jobs in one bulk write, and then answer each request.
+//! Under load many acknowledgements share a commit; alone, a request waits for nobody.
+//!
 //! Order matters for the guarantees. A provider event is marked in the fast dedup path only
 //! *after* its durable write, so a crash can never leave an event "seen" but unstored (which
 //! would turn the provider's retry into a loss). The queue push comes after the durable write
 //! too; if it fails, or the process dies between the two, the event is still `received` in the
 //! store and the recovery sweep queues it again. The answer is sent only after the write.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use switchboard_workers::{NormalizeInbound, Queue};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 
 use crate::dedup::Dedup;
 use crate::error::ApiError;
-use crate::store::Store;
-use crate::store::inbound::{NewEvent, Recorded};
+use crate::store::inbound::{EventRow, NewEvent};
+use crate::store::{Dialect, Store};
 
 #[derive(Clone)]
 pub struct Intake {
-    pub store: Store,
+    pub journal: Journal,
     pub dedup: Dedup,
     pub queue: Queue,
     pub dedup_ttl: Duration,
+}
+
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<bool, String>>;
+
+/// Group commit of inbound events; see the module docs.
+#[derive(Clone)]
+pub struct Journal {
+    requests: mpsc::Sender<(EventRow, Reply)>,
+}
+
+impl Journal {
+    /// Starts the writers. SQLite has one writer at a time, so one task; PostgreSQL commits
+    /// in parallel, so a few, each committing whatever waits when it is free.
+    pub fn start(store: Store, queue: Queue) -> Self {
+        let (requests, receiver) = mpsc::channel(MAX_BATCH * 8);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = match store.dialect() {
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => 4,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_batches(
+                store.clone(),
+                queue.clone(),
+                receiver.clone(),
+            ));
+        }
+        Journal { requests }
+    }
+
+    /// Makes `event` durable; `true` when it is new, `false` when its key was already recorded.
+    /// Returns only after the commit (and the queue push, when new).
+    pub async fn record(&self, event: EventRow) -> Result<bool, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send((event, reply))
+            .await
+            .map_err(|_| ApiError::Unavailable("the journal is shut down".to_owned()))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Unavailable("the journal writer stopped".to_owned()))?
+            .map_err(ApiError::Unavailable)
+    }
+}
+
+/// One writer: take everything waiting (up to [`MAX_BATCH`]), commit it, push the jobs, answer.
+/// Ends when every [`Journal`] handle is gone (the API has stopped taking requests).
+async fn write_batches(
+    store: Store,
+    queue: Queue,
+    receiver: Arc<Mutex<mpsc::Receiver<(EventRow, Reply)>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            if receiver.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+        }
+        let (rows, replies): (Vec<EventRow>, Vec<Reply>) = batch.drain(..).unzip();
+        metrics::histogram!("switchboard_intake_batch_size").record(rows.len() as f64);
+        match store.record_events(&rows).await {
+            Ok(new) => {
+                let jobs = rows
+                    .iter()
+                    .zip(&new)
+                    .filter(|(_, new)| **new)
+                    .map(|(row, _)| NormalizeInbound::new(&row.id))
+                    .collect();
+                if let Err(e) = queue.enqueue_many(jobs).await {
+                    warn!(error = %e, "Queue push failed; the recovery sweep will queue the events.");
+                }
+                for (reply, new) in replies.into_iter().zip(new) {
+                    let _ = reply.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, events = rows.len(), "Durable write failed; answering 503.");
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
 }
 
 /// What the provider is told, in substance.
@@ -56,7 +151,7 @@ impl Intake {
             .collect();
         match self.dedup.all_seen(&keys).await {
             Ok(true) => {
-                metrics::counter!("switchboard_webhooks_total", "channel" => event.channel.to_owned(), "outcome" => "duplicate").increment(1);
+                metrics::counter!("switchboard_webhooks_total", "channel" => event.channel, "outcome" => "duplicate").increment(1);
                 return Ok(Accepted::Duplicate);
             }
             Ok(false) => {}
@@ -64,15 +159,11 @@ impl Intake {
                 warn!(error = %e, "Fast dedup unavailable; relying on the store's unique key.")
             }
         }
-        let channel = event.channel.to_owned();
-        let outcome = match self.store.record_event(&event).await? {
-            Recorded::New(id) => {
-                if let Err(e) = self.queue.enqueue(NormalizeInbound::new(&id)).await {
-                    warn!(event = %id, error = %e, "Queue push failed; the recovery sweep will queue the event.");
-                }
-                Accepted::New
-            }
-            Recorded::AlreadyRecorded => Accepted::Duplicate,
+        let channel = event.channel;
+        let outcome = if self.journal.record(event.to_row()).await? {
+            Accepted::New
+        } else {
+            Accepted::Duplicate
         };
         if let Err(e) = self.dedup.mark(&keys, self.dedup_ttl).await {
             warn!(error = %e, "Could not mark events in the fast dedup path.");

@@ -207,7 +207,7 @@ async fn post_message(
                 inbox_id: Some(&inbox.id),
                 event_key: &key,
                 content_type: "application/json",
-                body: &body,
+                body: body.into(),
             },
             &keys,
         )

@@ -95,7 +95,7 @@ async fn whatsapp_events(
                 inbox_id: None,
                 event_key: &event_key(&keys, &body),
                 content_type: "application/json",
-                body: &body,
+                body: body.clone(),
             },
             &keys,
         )
@@ -183,7 +183,7 @@ async fn twilio_event(
                 } else {
                     "application/x-www-form-urlencoded"
                 },
-                body: &body,
+                body: body.clone(),
             },
             &keys,
         )

@@ -14,19 +14,40 @@ use crate::ids;
 /// A new event about to be made durable.
 pub struct NewEvent<'a> {
     pub account_id: &'a str,
-    pub channel: &'a str,
+    pub channel: &'static str,
     pub source: &'a str,
     pub inbox_id: Option<&'a str>,
     pub event_key: &'a str,
-    pub content_type: &'a str,
-    pub body: &'a [u8],
+    pub content_type: &'static str,
+    pub body: bytes::Bytes,
 }
 
-/// The outcome of a durable write. A redelivery is an expected value, not an error.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Recorded {
-    New(String),
-    AlreadyRecorded,
+impl NewEvent<'_> {
+    pub fn to_row(&self) -> EventRow {
+        EventRow {
+            id: ids::new(ids::INBOUND_EVENT),
+            account_id: self.account_id.to_owned(),
+            channel: self.channel,
+            source: self.source.to_owned(),
+            inbox_id: self.inbox_id.map(str::to_owned),
+            event_key: self.event_key.to_owned(),
+            content_type: self.content_type,
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// An event ready for the durable write, owned so it can wait for a group commit.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: String,
+    pub account_id: String,
+    pub channel: &'static str,
+    pub source: String,
+    pub inbox_id: Option<String>,
+    pub event_key: String,
+    pub content_type: &'static str,
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,29 +71,36 @@ pub struct EventSummary {
 pub const BODY_PREVIEW_BYTES: usize = 16 * 1024;
 
 impl Store {
-    pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<Recorded, StoreError> {
-        let id = ids::new(ids::INBOUND_EVENT);
-        let result = sqlx::query(
-            "INSERT INTO inbound_events (id, account_id, channel, source, inbox_id, event_key, \
-             content_type, body, status, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(&id)
-        .bind(event.account_id)
-        .bind(event.channel)
-        .bind(event.source)
-        .bind(event.inbox_id)
-        .bind(event.event_key)
-        .bind(event.content_type)
-        .bind(event.body)
-        .bind(ids::now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(if result.rows_affected() == 1 {
-            Recorded::New(id)
-        } else {
-            Recorded::AlreadyRecorded
-        })
+    /// Makes a batch of events durable in one transaction (one commit, one fsync, however many
+    /// events). Returns, per event, whether it is new (`false`: its key was already recorded,
+    /// earlier or earlier in this same batch).
+    pub async fn record_events(&self, events: &[EventRow]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.begin().await?;
+        let now = ids::now_ms();
+        let mut new = Vec::with_capacity(events.len());
+        for event in events {
+            let inserted = sqlx::query(
+                "INSERT INTO inbound_events (id, account_id, channel, source, inbox_id, event_key, \
+                 content_type, body, status, received_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'received', $9) ON CONFLICT DO NOTHING",
+            )
+            .bind(&event.id)
+            .bind(&event.account_id)
+            .bind(event.channel)
+            .bind(&event.source)
+            .bind(event.inbox_id.as_deref())
+            .bind(&event.event_key)
+            .bind(event.content_type)
+            .bind(&event.body[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            new.push(inserted);
+        }
+        tx.commit().await?;
+        Ok(new)
     }
 
     pub async fn load_event(&self, id: &str) -> Result<Option<RawEvent>, StoreError> {

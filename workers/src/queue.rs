@@ -106,6 +106,25 @@ impl Queue {
         }
     }
 
+    /// Pushes many jobs in one write (one transaction on SQLite, one round trip on Redis).
+    pub async fn enqueue_many(&self, jobs: Vec<NormalizeInbound>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Queue::Sqlite { normalize, .. } => normalize
+                .clone()
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| QueueError::Sqlite(e.to_string())),
+            Queue::Redis { normalize, .. } => normalize
+                .clone()
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| QueueError::Redis(e.to_string())),
+        }
+    }
+
     /// Readiness: the queue's backing store answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         match self {
