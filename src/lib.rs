@@ -15,6 +15,8 @@ pub mod ids;
 pub mod inboxes;
 pub mod ingest;
 pub mod intake;
+#[cfg(test)]
+mod redis_testing;
 pub mod store;
 pub mod telemetry;
 

@@ -74,30 +74,13 @@ impl Dedup {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use crate::redis_testing::{redis_url, unique_prefix};
     use std::time::Instant;
 
     #[derive(Clone, Copy)]
     enum Backend {
         Memory,
         Redis,
-    }
-
-    fn redis_url() -> String {
-        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
-
-    fn unique_prefix() -> String {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        format!(
-            "test:{}:{nanos}:{}:",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )
     }
 
     async fn redis_conn() -> ::redis::aio::ConnectionManager {

@@ -102,20 +102,8 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
-/// JSON body whose rejections use the envelope: 400 for malformed JSON, 422 for a body that
-/// parses but does not fit the schema, 413 for oversize.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let RawBody(bytes) = RawBody::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
-    }
-}
-
 /// Parses a JSON body: 400 when it is not JSON, 422 naming the field when it does not fit.
+/// Handlers call it after authenticating, so a stranger learns nothing about the schema.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use switchboard_connectors::{Channel, webchat};
 use switchboard_workers::SourceKind;
 
-use super::{ApiJson, AppState, RawBody, parse_json};
+use super::{AppState, RawBody, parse_json};
 use crate::error::ApiError;
 use crate::ids;
 use crate::inboxes::InboxRuntime;
@@ -148,7 +148,7 @@ async fn post_message(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
-    ApiJson(input): ApiJson<MessageIn>,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let inbox = webchat_inbox(&state, &slug)?;
     let token = bearer(&headers).ok_or_else(|| {
@@ -168,6 +168,8 @@ async fn post_message(
                 "the visitor token is unknown or expired",
             )
         })?;
+    // Authenticate before reading the body: a stranger learns nothing about the schema.
+    let input: MessageIn = parse_json(&body)?;
     let id = input.client_message_id.trim();
     if id.is_empty() || id.len() > 128 {
         return Err(ApiError::invalid_field(

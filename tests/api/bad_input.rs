@@ -8,141 +8,133 @@ use crate::on_both_backends;
 
 on_both_backends!(forged_unsigned_oversized_and_unknown);
 
-async fn assert_envelope(r: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(r.status().as_u16(), status);
-    let header = r.headers()["x-correlation-id"].to_str().unwrap().to_owned();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert_eq!(body["error"]["correlation_id"], header.as_str());
-}
-
 async fn forged_unsigned_oversized_and_unknown(backend: Backend) {
     let site = Site::new(backend);
     let hub = TestHub::start(&site).await;
     let body = wa_text("wamid.FORGED", "15555550123", "let me in");
-    let post = |signature: Option<String>, body: Vec<u8>, path: &'static str| {
-        let mut request = hub.client.post(hub.url(path)).body(body);
-        if let Some(s) = signature {
-            request = request.header(whatsapp::SIGNATURE_HEADER, s);
+    let whatsapp_post = |signature: Option<String>, body: Vec<u8>| {
+        let request = hub
+            .client
+            .post(hub.url("/webhooks/whatsapp/demo"))
+            .body(body);
+        match signature {
+            Some(s) => request.header(whatsapp::SIGNATURE_HEADER, s),
+            None => request,
         }
-        request.send()
     };
-
-    let forged = whatsapp::sign(b"not the app secret", body.as_bytes());
-    assert_envelope(
-        post(Some(forged), body.clone().into(), "/webhooks/whatsapp/demo")
-            .await
-            .unwrap(),
-        403,
-        "forbidden",
-    )
-    .await;
-    assert_envelope(
-        post(None, body.clone().into(), "/webhooks/whatsapp/demo")
-            .await
-            .unwrap(),
-        401,
-        "invalid_signature",
-    )
-    .await;
-    assert_envelope(
-        post(
-            Some("sha256=zz".into()),
-            body.clone().into(),
-            "/webhooks/whatsapp/demo",
-        )
-        .await
-        .unwrap(),
-        401,
-        "invalid_signature",
-    )
-    .await;
-    // A signature over other bytes (a re-serialized body) does not verify.
-    let tampered = body.replace("let me in", "let me IN");
-    let signed_other = whatsapp::sign(APP_SECRET.as_bytes(), body.as_bytes());
-    assert_envelope(
-        post(
-            Some(signed_other),
-            tampered.into(),
-            "/webhooks/whatsapp/demo",
-        )
-        .await
-        .unwrap(),
-        403,
-        "forbidden",
-    )
-    .await;
-
     let huge = vec![b'x'; 1024 * 1024 + 1];
-    let signed_huge = whatsapp::sign(APP_SECRET.as_bytes(), &huge);
-    assert_envelope(
-        post(Some(signed_huge), huge, "/webhooks/whatsapp/demo")
-            .await
-            .unwrap(),
-        413,
-        "payload_too_large",
-    )
-    .await;
+    let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            "signed with another secret",
+            whatsapp_post(
+                Some(whatsapp::sign(b"not the app secret", body.as_bytes())),
+                body.clone().into(),
+            ),
+            403,
+            "forbidden",
+        ),
+        (
+            "unsigned",
+            whatsapp_post(None, body.clone().into()),
+            401,
+            "invalid_signature",
+        ),
+        (
+            "malformed signature",
+            whatsapp_post(Some("sha256=zz".into()), body.clone().into()),
+            401,
+            "invalid_signature",
+        ),
+        (
+            // A signature over other bytes (a re-serialized body) does not verify.
+            "signature of other bytes",
+            whatsapp_post(
+                Some(whatsapp::sign(APP_SECRET.as_bytes(), body.as_bytes())),
+                body.replace("let me in", "let me IN").into(),
+            ),
+            403,
+            "forbidden",
+        ),
+        (
+            "over 1 MiB, correctly signed",
+            whatsapp_post(
+                Some(whatsapp::sign(APP_SECRET.as_bytes(), &huge)),
+                huge.clone(),
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "Twilio signature for another URL",
+            hub.client
+                .post(hub.url("/webhooks/twilio/support-sms"))
+                .header("x-twilio-signature", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+                .form(&[("MessageSid", "SM1"), ("Body", "hi")]),
+            403,
+            "forbidden",
+        ),
+        (
+            "unknown Meta app",
+            hub.client
+                .post(hub.url("/webhooks/whatsapp/nosuchapp"))
+                .body("{}"),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown Twilio inbox",
+            hub.client
+                .post(hub.url("/webhooks/twilio/nosuchinbox"))
+                .body("{}"),
+            404,
+            "not_found",
+        ),
+        (
+            "unknown route",
+            hub.client.get(hub.url("/v1/nothing-here")),
+            404,
+            "not_found",
+        ),
+        (
+            "no API key",
+            hub.client.get(hub.url("/v1/conversations")),
+            401,
+            "missing_credentials",
+        ),
+        (
+            "unknown API key",
+            hub.client
+                .get(hub.url("/v1/conversations"))
+                .bearer_auth("sbk_nope_nope"),
+            401,
+            "invalid_api_key",
+        ),
+        (
+            "web chat without a visitor token",
+            hub.client
+                .post(hub.url("/v1/webchat/website/messages"))
+                .body("{}"),
+            401,
+            "missing_visitor_token",
+        ),
+        (
+            "web chat session with malformed JSON",
+            hub.client
+                .post(hub.url("/v1/webchat/website/sessions"))
+                .body("{nope"),
+            400,
+            "malformed_json",
+        ),
+    ];
+    for (name, request, status, code) in cases {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{name}");
+        let header = r.headers()["x-correlation-id"].to_str().unwrap().to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{name}: {body}");
+        assert_eq!(body["error"]["correlation_id"], header.as_str(), "{name}");
+    }
 
-    let twilio = hub
-        .client
-        .post(hub.url("/webhooks/twilio/support-sms"))
-        .header("x-twilio-signature", "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
-        .form(&[("MessageSid", "SM1"), ("Body", "hi")])
-        .send()
-        .await
-        .unwrap();
-    assert_envelope(twilio, 403, "forbidden").await;
-
-    assert_envelope(
-        post(None, b"{}".to_vec(), "/webhooks/whatsapp/nosuchapp")
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_envelope(
-        post(None, b"{}".to_vec(), "/webhooks/twilio/nosuchinbox")
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_envelope(
-        hub.client
-            .get(hub.url("/v1/nothing-here"))
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not_found",
-    )
-    .await;
-
-    // Read API: no key, a wrong key, bad parameters.
-    assert_envelope(
-        hub.client
-            .get(hub.url("/v1/conversations"))
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "missing_credentials",
-    )
-    .await;
-    assert_envelope(
-        hub.client
-            .get(hub.url("/v1/conversations"))
-            .bearer_auth("sbk_nope_nope")
-            .send()
-            .await
-            .unwrap(),
-        401,
-        "invalid_api_key",
-    )
-    .await;
     let (status, body) = hub.get("/v1/conversations?limit=500").await;
     assert_eq!(
         (status, body["error"]["details"][0]["field"].as_str()),

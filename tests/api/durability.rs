@@ -37,15 +37,7 @@ async fn sigkill_after_acknowledging_loses_nothing(backend: Backend) {
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut child = spawn_binary(&site, port);
-    eventually("the binary to be ready", || async {
-        let r = client
-            .get(format!("{base}/health/ready"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    wait_ready(&client, &base).await;
 
     // Fire 60 events from 12 concurrent senders; SIGKILL as soon as 20 are acknowledged, while
     // the rest are in flight or queued.
@@ -91,15 +83,7 @@ async fn sigkill_after_acknowledging_loses_nothing(backend: Backend) {
 
     // Restart on the same state: every acknowledged event must become a message.
     let mut child = spawn_binary(&site, port);
-    eventually("the restarted binary to be ready", || async {
-        let r = client
-            .get(format!("{base}/health/ready"))
-            .send()
-            .await
-            .ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    wait_ready(&client, &base).await;
     let hub_key = site.api_key().await;
     let stored: HashSet<String> = eventually("every acknowledged event to be stored", || async {
         let conversations: serde_json::Value = client

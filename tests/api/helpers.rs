@@ -318,6 +318,19 @@ impl TestHub {
     }
 }
 
+/// Waits until the hub at `base` answers `/health/ready` with 200.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    eventually("the hub to be ready", || async {
+        let r = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+}
+
 /// Polls `check` until it yields a value, failing the test after 20 seconds.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
