@@ -141,10 +141,10 @@ pub async fn run(
             config: config.clone(),
             store: backends.store.clone(),
             broker: backends.broker.clone(),
+            queue: backends.queue.clone(),
             intake: Intake {
                 journal: Journal::start(backends.store.clone(), backends.queue.clone()),
                 dedup: backends.dedup.clone(),
-                queue: backends.queue.clone(),
                 dedup_ttl: Duration::from_secs(config.intake.dedup_ttl_secs),
             },
             registry,

@@ -28,7 +28,6 @@ use crate::store::{Dialect, Store};
 pub struct Intake {
     pub journal: Journal,
     pub dedup: Dedup,
-    pub queue: Queue,
     pub dedup_ttl: Duration,
 }
 

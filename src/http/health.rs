@@ -36,7 +36,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             },
         );
     };
-    let (db, queue) = tokio::join!(state.store.ping(), state.intake.queue.ping());
+    let (db, queue) = tokio::join!(state.store.ping(), state.queue.ping());
     record("database", db.map_err(|e| e.to_string()));
     record("queue", queue.map_err(|e| e.to_string()));
     if state.config.mode() == crate::config::Mode::Distributed {

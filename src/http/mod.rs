@@ -34,6 +34,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     pub broker: Broker,
+    pub queue: switchboard_workers::Queue,
     pub intake: Intake,
     pub registry: Arc<Registry>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
