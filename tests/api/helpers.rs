@@ -161,7 +161,7 @@ level = "warn"
         minted.key
     }
 
-    /// Drops the PostgreSQL schema; the temp dir goes with `self`.
+    /// Drops the PostgreSQL schema and the Redis keys; the temp dir goes with `self`.
     pub async fn cleanup(self) {
         if self.backend == Backend::Distributed {
             let config = self.config("");
@@ -174,6 +174,20 @@ level = "warn"
             .await
             .unwrap();
             store.close().await;
+            let client = redis::Client::open(REDIS_URL).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", self.prefix))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
         }
     }
 }

@@ -283,3 +283,107 @@ async fn redis_ping(conn: &mut ConnectionManager) -> Result<(), QueueError> {
         .map(drop)
         .map_err(|e| QueueError::Redis(e.to_string()))
 }
+
+/// The queue's behavioural suite, run against SQLite and Redis: every pushed job is handled,
+/// bulk pushes included, and the workers stop cleanly on shutdown.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use async_trait::async_trait;
+    use switchboard_connectors::InboundBatch;
+
+    use super::*;
+    use crate::ports::RawEvent;
+
+    /// Counts the event ids the handler asked for; every event is "gone", so jobs end at once.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl InboundPort for Seen {
+        async fn load(&self, event_id: &str) -> Result<Option<RawEvent>, PortError> {
+            self.0.lock().unwrap().push(event_id.to_owned());
+            Ok(None)
+        }
+        async fn apply(&self, _: &RawEvent, _: InboundBatch) -> Result<(), PortError> {
+            Ok(())
+        }
+        async fn quarantine(&self, _: &str, _: &str) -> Result<(), PortError> {
+            Ok(())
+        }
+    }
+
+    async fn every_job_is_handled_and_shutdown_is_clean(queue: Queue) {
+        let seen = Arc::new(Seen::default());
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn({
+            let (queue, port, shutdown) = (queue.clone(), seen.clone(), shutdown.clone());
+            async move { queue.run_workers(port, 4, shutdown).await }
+        });
+        for i in 0..20 {
+            queue
+                .enqueue(NormalizeInbound::new(format!("evt_single_{i}")))
+                .await
+                .unwrap();
+        }
+        let bulk = (0..30)
+            .map(|i| NormalizeInbound::new(format!("evt_bulk_{i}")))
+            .collect();
+        queue.enqueue_many(bulk).await.unwrap();
+        queue.enqueue_many(Vec::new()).await.unwrap();
+        queue.ping().await.unwrap();
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let handled: HashSet<String> = seen.0.lock().unwrap().iter().cloned().collect();
+            if handled.len() == 50 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of 50 jobs handled",
+                handled.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        workers.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_sqlite() {
+        let dir = std::env::temp_dir().join(format!("sb-queue-{}-{}", std::process::id(), nanos()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let queue = Queue::sqlite(dir.join("queue.db").to_str().unwrap())
+            .await
+            .unwrap();
+        every_job_is_handled_and_shutdown_is_clean(queue).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_redis() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
+            .await
+            .unwrap();
+        let prefix = format!("test:queue:{}:{}:", std::process::id(), nanos());
+        every_job_is_handled_and_shutdown_is_clean(Queue::redis(conn.clone(), &prefix)).await;
+        let mut conn = conn;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
