@@ -7,7 +7,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     sms_and_mms_thread_into_one_conversation,
-    status_callback_is_recorded
+    status_callback_is_recorded,
+    json_bodies_are_verified_by_body_hash_and_kept,
 );
 
 const INBOUND: &str = "/webhooks/twilio/support-sms";
@@ -132,6 +133,50 @@ async fn status_callback_is_recorded(backend: Backend) {
     .await;
     assert_eq!(processed.len(), 1, "redelivered callbacks are one event");
     assert_eq!(processed[0]["source"], "twilio-status:support-sms");
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+/// Twilio's JSON-bodied webhooks sign the URL, whose `bodySHA256` query parameter is the body's
+/// hash. Messaging never sends JSON, so a genuine one is kept and quarantined for an operator;
+/// a body that does not match its hash is refused.
+async fn json_bodies_are_verified_by_body_hash_and_kept(backend: Backend) {
+    use sha2::{Digest, Sha256};
+    let site = Site::new(backend);
+    let hub = TestHub::start(&site).await;
+    let body = r#"{"MessageSid":"SM9","MessageStatus":"delivered"}"#;
+    let hash = hex::encode(Sha256::digest(body.as_bytes()));
+    let path = format!("/webhooks/twilio/support-sms/status?bodySHA256={hash}");
+    let signature = switchboard_connectors::twilio::compute_signature(
+        TWILIO_TOKEN.as_bytes(),
+        &format!("{PUBLIC_URL}{path}"),
+        &[],
+    );
+    let send = |body: &'static str| {
+        hub.client
+            .post(hub.url(&path))
+            .header("x-twilio-signature", signature.clone())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let tampered = send(r#"{"MessageSid":"SM9","MessageStatus":"read"}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        tampered.status(),
+        403,
+        "a body that does not match bodySHA256"
+    );
+    assert_eq!(send(body).await.unwrap().status(), 200);
+    let kept = eventually("the JSON event to be quarantined", || async {
+        let events = hub.events("quarantined").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0]["body"], body);
+    assert_eq!(kept[0]["content_type"], "application/json");
     hub.stop().await;
     site.cleanup().await;
 }
