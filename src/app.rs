@@ -194,11 +194,9 @@ async fn recovery_sweep(store: Store, queue: Queue, after: Duration, shutdown: C
                 if !stale.is_empty() {
                     info!(count = stale.len(), "Re-queueing events left unprocessed.");
                 }
-                for id in stale {
-                    if let Err(e) = queue.enqueue(NormalizeInbound::new(id)).await {
-                        warn!(error = %e, "Recovery sweep could not queue an event.");
-                        break;
-                    }
+                let jobs = stale.into_iter().map(NormalizeInbound::new).collect();
+                if let Err(e) = queue.enqueue_many(jobs).await {
+                    warn!(error = %e, "Recovery sweep could not queue events.");
                 }
             }
             Err(e) => warn!(error = %e, "Recovery sweep could not read the store."),

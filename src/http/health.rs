@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use crate::error::ApiError;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -64,6 +65,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             handle.render(),
         )
             .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+        None => ApiError::NotFound("no metrics recorder is installed".to_owned()).into_response(),
     }
 }

@@ -76,29 +76,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn inbox_by_provider_ref(
-        &self,
-        channel: &str,
-        provider_ref: &str,
-    ) -> Result<Option<Inbox>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, account_id, slug, channel, name, provider_ref FROM inboxes \
-             WHERE channel = $1 AND provider_ref = $2",
-        )
-        .bind(channel)
-        .bind(provider_ref)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(|r| Inbox {
-            id: r.get(0),
-            account_id: r.get(1),
-            slug: r.get(2),
-            channel: r.get(3),
-            name: r.get(4),
-            provider_ref: r.get(5),
-        }))
-    }
-
     /// Stores a new API key by its hash; the key itself is never stored.
     pub async fn create_api_key(
         &self,

@@ -325,15 +325,6 @@ impl Store {
             updated_at_ms: row.get(5),
         }))
     }
-
-    /// Counts messages per account; used by tests and the benchmark's loss/duplicate check.
-    pub async fn count_messages(&self, account_id: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM messages WHERE account_id = $1")
-            .bind(account_id)
-            .fetch_one(self.pool())
-            .await?;
-        Ok(row.get(0))
-    }
 }
 
 /// Finds the contact behind the sender's identities, creating it (and attaching any identity it

@@ -160,9 +160,3 @@ fn sqlite_url(path: &str) -> Result<String, StoreError> {
         format!("sqlite://{path}?mode=rwc")
     })
 }
-
-/// True when `e` is a unique-constraint violation (the expected outcome of a race that the
-/// schema settles); the caller turns it into a value, not an error.
-pub fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}

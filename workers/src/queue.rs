@@ -1,6 +1,6 @@
 //! The job queue: apalis on SQLite (embedded) or on Redis (distributed).
 //!
-//! Guarantees, on both backends: a pushed job is durable when `enqueue` returns; a job whose
+//! Guarantees, on both backends: a pushed job is durable when `enqueue_many` returns; a job whose
 //! worker dies is handed out again (apalis heartbeats and orphan recovery), so handlers must be
 //! idempotent — ours are. The queue is not the record of truth for inbound events: the
 //! `inbound_events` table is, and the service's recovery sweep re-enqueues any event left in
@@ -89,21 +89,6 @@ impl Queue {
             .heartbeat_interval(HEARTBEAT);
         let normalize = RedisStorage::new(conn.clone()).with_config(config);
         Queue::Redis { conn, normalize }
-    }
-
-    pub async fn enqueue(&self, job: NormalizeInbound) -> Result<(), QueueError> {
-        match self {
-            Queue::Sqlite { normalize, .. } => normalize
-                .clone()
-                .push(job)
-                .await
-                .map_err(|e| QueueError::Sqlite(e.to_string())),
-            Queue::Redis { normalize, .. } => normalize
-                .clone()
-                .push(job)
-                .await
-                .map_err(|e| QueueError::Redis(e.to_string())),
-        }
     }
 
     /// Pushes many jobs in one write (one transaction on SQLite, one round trip on Redis).
@@ -324,10 +309,8 @@ mod tests {
             async move { queue.run_workers(port, 4, shutdown).await }
         });
         for i in 0..20 {
-            queue
-                .enqueue(NormalizeInbound::new(format!("evt_single_{i}")))
-                .await
-                .unwrap();
+            let single = vec![NormalizeInbound::new(format!("evt_single_{i}"))];
+            queue.enqueue_many(single).await.unwrap();
         }
         let bulk = (0..30)
             .map(|i| NormalizeInbound::new(format!("evt_bulk_{i}")))
