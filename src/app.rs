@@ -3,6 +3,7 @@
 //!
 //! Tests call [`run`] exactly as `main` does, with a listener bound to port 0.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::ids;
 use crate::inboxes::Registry;
 use crate::ingest::Ingest;
 use crate::intake::{Intake, Journal};
+use crate::limits::Limits;
 use crate::store::Store;
 
 /// What this process does. A node may be an API node, a worker node, or both (the default).
@@ -59,16 +61,19 @@ pub struct Backends {
     pub dedup: Dedup,
     pub broker: Broker,
     pub queue: Queue,
+    /// The Redis connection and normalized key prefix (distributed mode).
+    pub redis: Option<(redis::aio::ConnectionManager, String)>,
 }
 
 impl Backends {
     pub async fn connect(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database).await?;
-        let (dedup, broker, queue) = match config.mode() {
+        let (dedup, broker, queue, redis) = match config.mode() {
             Mode::Embedded => (
                 Dedup::memory(),
                 Broker::memory_with_shutdown(shutdown.clone()),
                 Queue::sqlite(&config.queue.sqlite_path).await?,
+                None,
             ),
             Mode::Distributed => {
                 let client = redis::Client::open(config.redis.url.expose_secret())?;
@@ -83,7 +88,8 @@ impl Backends {
                 (
                     Dedup::redis(conn.clone(), prefix),
                     Broker::redis(client, conn.clone(), prefix, shutdown.clone()).await?,
-                    Queue::redis(conn, prefix),
+                    Queue::redis(conn.clone(), prefix),
+                    Some((conn, prefix.clone())),
                 )
             }
         };
@@ -92,6 +98,7 @@ impl Backends {
             dedup,
             broker,
             queue,
+            redis,
         })
     }
 }
@@ -104,6 +111,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let keys = Arc::new(crate::crypto::Keys::load(&config.auth)?);
     let backends = Backends::connect(&config, &shutdown).await?;
     let registry = Arc::new(Registry::load(&config, &backends.store).await?);
     info!(mode = ?config.mode(), api = roles.api, worker = roles.worker, inboxes = config.inboxes.len(), "Switchboard starting.");
@@ -149,11 +157,23 @@ pub async fn run(
             },
             registry,
             metrics: crate::telemetry::metrics_handle(),
+            keys,
+            limits: Arc::new(Limits::new(&config.rate_limits, backends.redis.clone())),
         };
+        let (limits, token) = (state.limits.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(60)) => limits.shrink(),
+                }
+            }
+        });
         info!(addr = %listener.local_addr()?, "Listening.");
         let token = shutdown.clone();
         tasks.spawn(async move {
-            axum::serve(listener, http::router(state))
+            let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
                 .map_err(anyhow::Error::from)

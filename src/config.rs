@@ -42,6 +42,8 @@ pub struct Config {
     pub intake: IntakeConfig,
     pub log: LogConfig,
     pub accounts: AccountsConfig,
+    pub auth: AuthConfig,
+    pub rate_limits: RateLimitConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -103,6 +105,35 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct AccountsConfig {
     pub default: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The master secret: signs access tokens and seals stored credentials. Empty means
+    /// "generate one into `key_file`" (embedded mode only).
+    pub secret_key: SecretString,
+    pub key_file: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Marks the refresh cookie `Secure`; turn off only for plain-http development.
+    pub cookie_secure: bool,
+    pub lockout_threshold: u32,
+    pub lockout_secs: u64,
+    pub min_password_length: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Login attempts per IP per minute (counted in Redis in the distributed mode).
+    pub login_per_minute: u32,
+    /// Webhook requests per IP per second (burst of the same size).
+    pub webhooks_per_second: u32,
+    /// REST requests per user or API key per second (burst of the same size).
+    pub api_per_second: u32,
+    /// Take the client IP from the first `X-Forwarded-For` entry (only behind a proxy you run).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +269,52 @@ impl Config {
                 "accounts.default",
                 "must be lowercase letters, digits, - and _",
             ));
+        }
+        let secret = self.auth.secret_key.expose_secret();
+        if !secret.is_empty() && secret.len() < 32 {
+            return Err(invalid("auth.secret_key", "must be at least 32 characters"));
+        }
+        if secret.is_empty() && self.mode() == Mode::Distributed {
+            return Err(invalid(
+                "auth.secret_key",
+                "required in the distributed mode: every node must sign and seal with the same key",
+            ));
+        }
+        if self.auth.access_token_ttl_secs < 60 || self.auth.access_token_ttl_secs > 86_400 {
+            return Err(invalid(
+                "auth.access_token_ttl_secs",
+                "must be between 60 and 86400",
+            ));
+        }
+        if self.auth.refresh_token_ttl_secs < self.auth.access_token_ttl_secs {
+            return Err(invalid(
+                "auth.refresh_token_ttl_secs",
+                "must be at least auth.access_token_ttl_secs",
+            ));
+        }
+        if self.auth.lockout_threshold == 0 {
+            return Err(invalid("auth.lockout_threshold", "must be at least 1"));
+        }
+        if self.auth.min_password_length < 8 {
+            return Err(invalid("auth.min_password_length", "must be at least 8"));
+        }
+        for (key, value) in [
+            (
+                "rate_limits.login_per_minute",
+                self.rate_limits.login_per_minute,
+            ),
+            (
+                "rate_limits.webhooks_per_second",
+                self.rate_limits.webhooks_per_second,
+            ),
+            (
+                "rate_limits.api_per_second",
+                self.rate_limits.api_per_second,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
         }
         let mut apps = HashSet::new();
         for (i, app) in self.whatsapp_apps.iter().enumerate() {

@@ -44,6 +44,8 @@ pub enum ApiError {
         message: String,
         details: Vec<Value>,
     },
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64, limit: u32 },
     #[error("a dependency is unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -95,6 +97,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
@@ -103,6 +106,12 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
         ApiError::Internal(e.to_string())
     }
 }
@@ -140,6 +149,17 @@ impl IntoResponse for ApiError {
             }
             _ => (self.to_string(), Vec::new()),
         };
-        envelope(status, code, &message, &details)
+        let mut response = envelope(status, code, &message, &details);
+        if let ApiError::RateLimited {
+            retry_after_secs,
+            limit,
+        } = self
+        {
+            let headers = response.headers_mut();
+            headers.insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+            headers.insert("x-ratelimit-limit", limit.into());
+            headers.insert("x-ratelimit-remaining", 0u32.into());
+        }
+        response
     }
 }

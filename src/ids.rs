@@ -13,6 +13,13 @@ pub const STATUS_EVENT: &str = "sts";
 pub const API_KEY: &str = "key";
 pub const WEBCHAT_SESSION: &str = "wcs";
 pub const VISITOR: &str = "vis";
+pub const USER: &str = "usr";
+pub const TEAM: &str = "team";
+pub const BRANCH: &str = "br";
+pub const ROLE: &str = "rol";
+pub const SESSION: &str = "ses";
+pub const REFRESH_TOKEN: &str = "rft";
+pub const AUDIT: &str = "aud";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -4,10 +4,12 @@
 //! HTTP adapters, the SQL store, the dedup and broker seams, and API keys. Provider protocols
 //! live in `switchboard-connectors`; background jobs in `switchboard-workers`.
 
+pub mod access;
 pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod crypto;
 pub mod dedup;
 pub mod error;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod ids;
 pub mod inboxes;
 pub mod ingest;
 pub mod intake;
+pub mod limits;
 #[cfg(test)]
 mod redis_testing;
 pub mod store;

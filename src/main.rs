@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use switchboard::config::Config;
 use switchboard::store::Store;
-use switchboard::{Roles, auth, telemetry};
+use switchboard::{Roles, access, auth, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -88,8 +88,8 @@ async fn main() -> anyhow::Result<()> {
                     account,
                 },
         } => {
-            if !auth::ROLES.contains(&role.as_str()) {
-                anyhow::bail!("--role must be one of {}", auth::ROLES.join(", "));
+            if !access::BUILTIN_ROLES.contains(&role.as_str()) {
+                anyhow::bail!("--role must be one of {}", access::BUILTIN_ROLES.join(", "));
             }
             if name.trim().is_empty() {
                 anyhow::bail!("--name must not be empty");

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{ApiQuery, AppState};
-use crate::auth::Principal;
+use crate::access::Principal;
 use crate::error::ApiError;
 use crate::ids;
 
@@ -101,7 +101,7 @@ fn id_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String>, ApiEr
 
 async fn list_conversations(
     State(state): State<AppState>,
-    Principal(who): Principal,
+    who: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit()?;
@@ -136,7 +136,7 @@ async fn list_conversations(
 
 async fn get_conversation(
     State(state): State<AppState>,
-    Principal(who): Principal,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let conversation = state
@@ -155,7 +155,7 @@ async fn get_conversation(
 
 async fn list_messages(
     State(state): State<AppState>,
-    Principal(who): Principal,
+    who: Principal,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -195,7 +195,7 @@ fn decode_message_cursor(cursor: &str) -> Option<(i64, String)> {
 
 async fn get_contact(
     State(state): State<AppState>,
-    Principal(who): Principal,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let contact = state
@@ -210,7 +210,7 @@ async fn get_contact(
 
 async fn list_events(
     State(state): State<AppState>,
-    Principal(who): Principal,
+    who: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     query.reject_filters(&["status"])?;

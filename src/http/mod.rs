@@ -38,13 +38,19 @@ pub struct AppState {
     pub intake: Intake,
     pub registry: Arc<Registry>,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub keys: Arc<crate::crypto::Keys>,
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 pub fn router(state: AppState) -> Router {
     let limit = state.config.server.max_body_bytes;
     Router::new()
-        .merge(webhooks::routes())
-        .merge(webchat::routes())
+        .merge(
+            // Unauthenticated provider and visitor routes: limited per client IP.
+            webhooks::routes().merge(webchat::routes()).route_layer(
+                middleware::from_fn_with_state(state.clone(), crate::limits::per_ip),
+            ),
+        )
         .merge(api::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))

@@ -11,8 +11,12 @@
 //! carries `account_id` and every read is filtered by it.
 
 pub mod accounts;
+pub mod audit;
 pub mod conversations;
 pub mod inbound;
+pub mod org;
+pub mod sessions;
+pub mod users;
 pub mod webchat;
 
 use std::str::FromStr;

@@ -25,6 +25,7 @@ pub const PUBLIC_URL: &str = "https://hub.example.com";
 pub const IDENTITY_SECRET: &str = "demo-identity-secret";
 pub const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const TEST_SECRET_KEY: &str = "test-secret-key-0123456789abcdefghij";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -95,6 +96,12 @@ recovery_after_secs = 1
 sqlite_path = "{dir}/queue.db"
 [log]
 level = "warn"
+[auth]
+secret_key = "{TEST_SECRET_KEY}"
+[rate_limits]
+api_per_second = 100000
+webhooks_per_second = 100000
+login_per_minute = 100000
 "#
         );
         match self.backend {
@@ -123,6 +130,10 @@ level = "warn"
                 format!("{dir}/queue.db"),
             ),
             ("SWITCHBOARD__LOG__LEVEL".into(), "warn".into()),
+            (
+                "SWITCHBOARD__AUTH__SECRET_KEY".into(),
+                TEST_SECRET_KEY.into(),
+            ),
         ];
         match self.backend {
             Backend::Embedded => env.push((
@@ -395,4 +406,94 @@ pub fn wa_text(id: &str, wa_id: &str, text: &str) -> String {
         serde_json::json!([{ "from": wa_id, "id": id, "timestamp": "1760000000", "type": "text", "text": { "body": text } }]),
         serde_json::json!([]),
     )
+}
+
+/// A user made straight in the store, with a live session and a real access token.
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+pub const TEST_PASSWORD: &str = "Tangerine-Kite-42";
+
+impl Site {
+    /// Creates a user of the default account with `role` (a built-in name or custom role id),
+    /// an optional branch and teams, and signs it in. Call once a hub has migrated the site.
+    pub async fn user(&self, role: &str, branch: Option<&str>, teams: &[&str]) -> TestUser {
+        use switchboard::store::{org, sessions, users};
+        let config = self.config("");
+        let store = Store::open(&config.database).await.unwrap();
+        let account = store.ensure_account("default").await.unwrap();
+        let email = format!("{}@example.com", unique().replace('_', "."));
+        let mut tx = store.begin().await.unwrap();
+        let id = Store::insert_user(
+            &mut tx,
+            &users::NewUser {
+                account_id: &account,
+                email: &email,
+                name: "Test User",
+                password_hash: &auth::passwords::hash(TEST_PASSWORD).unwrap(),
+                role,
+                branch_id: branch,
+            },
+        )
+        .await
+        .unwrap();
+        let teams: Vec<String> = teams.iter().map(|t| (*t).to_owned()).collect();
+        org::set_memberships(&mut tx, &account, &id, &teams)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let session = store
+            .create_session(
+                &sessions::NewSession {
+                    account_id: &account,
+                    user_id: &id,
+                    ip: None,
+                    user_agent: None,
+                },
+                &auth::hash_key(&unique()),
+                i64::MAX,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        let keys = switchboard::crypto::Keys::from_master(TEST_SECRET_KEY.as_bytes());
+        let (token, _) = auth::tokens::issue(&keys, 900, &id, &account, &session).unwrap();
+        TestUser {
+            id,
+            email,
+            password: TEST_PASSWORD.to_owned(),
+            token,
+        }
+    }
+
+    /// Runs `f` with a connection to this site's store (fixtures that have no API yet).
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config("").database).await.unwrap()
+    }
+}
+
+impl TestHub {
+    /// A request with `token` as the bearer; returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
 }

@@ -5,24 +5,13 @@
 //! low-entropy passwords). The key is shown once, at creation; only its hash and a short prefix
 //! for recognition are stored.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
+use crate::access::{ClientMeta, Principal};
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::http::webchat::bearer;
-use crate::store::accounts::ApiKeyPrincipal;
-
-/// The five built-in roles (custom roles arrive with the access-control work).
-pub const ROLES: [&str; 5] = [
-    "super_admin",
-    "operations",
-    "team_lead",
-    "agent",
-    "branch_manager",
-];
+use crate::store::audit::Actor;
 
 pub struct MintedKey {
     pub key: String,
@@ -46,29 +35,32 @@ pub fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// An authenticated API caller. Every query it makes is filtered by `account_id`.
-pub struct Principal(pub ApiKeyPrincipal);
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::unauthenticated(
-                "missing_credentials",
-                "send an API key as `Authorization: Bearer <key>`",
-            )
-        })?;
-        if !key.starts_with("sbk_") {
-            return Err(invalid());
-        }
-        state
-            .store
-            .authenticate_api_key(&hash_key(key))
-            .await?
-            .map(Principal)
-            .ok_or_else(invalid)
-    }
+/// Turns a bearer API key into a principal: a live key of an account, with its role's grants.
+pub async fn authenticate(
+    state: &AppState,
+    key: &str,
+    meta: ClientMeta,
+) -> Result<Principal, ApiError> {
+    let key = state
+        .store
+        .authenticate_api_key(&hash_key(key))
+        .await?
+        .ok_or_else(invalid)?;
+    let grants = state
+        .store
+        .role_grants(&key.account_id, &key.role)
+        .await?
+        .unwrap_or_default();
+    Ok(Principal {
+        account_id: key.account_id,
+        actor: Actor::ApiKey(key.key_id),
+        role: key.role,
+        grants,
+        user_id: None,
+        branch_id: None,
+        session_id: None,
+        meta,
+    })
 }
 
 fn invalid() -> ApiError {
