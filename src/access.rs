@@ -218,6 +218,15 @@ pub struct RecordScope {
 }
 
 impl RecordScope {
+    /// The whole account: for work done on the hub's own behalf.
+    pub fn all() -> Self {
+        RecordScope {
+            scope: Scope::All,
+            user_id: None,
+            branch_id: None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         self.scope.as_str()
     }

@@ -1,25 +1,35 @@
-//! The read API: conversations, messages, contacts and the inbound event log. Every list has
-//! the shape `{"data":[…],"next_cursor":…}` with `limit` (1–100, default 25) and `cursor`.
+//! Conversations, messages, contacts and the inbound event log. Every list has the shape
+//! `{"data":[…],"next_cursor":…}` with `limit` (1–100, default 25) and `cursor`.
+//!
+//! Access is decided by `crate::access`: each handler asks for the permission it exercises and
+//! hands the resulting scope to the store, so a record outside the caller's scope is a 404.
 
 use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ApiQuery, AppState};
-use crate::access::Principal;
+use super::{ApiQuery, AppState, RawBody, parse_json};
+use crate::access::{Permission, Principal};
 use crate::error::ApiError;
 use crate::ids;
+use crate::ingest::account_topic;
+use crate::store::conversations::{Conversation, ConversationFilter};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/conversations", get(list_conversations))
         .route("/v1/conversations/{id}", get(get_conversation))
-        .route("/v1/conversations/{id}/messages", get(list_messages))
-        .route("/v1/contacts/{id}", get(get_contact))
+        .route(
+            "/v1/conversations/{id}/messages",
+            get(list_messages).post(reply),
+        )
+        .route("/v1/conversations/{id}/assignment", put(assign))
+        .route("/v1/contacts/{id}", get(get_contact).delete(erase_contact))
         .route("/v1/inbound-events", get(list_events))
 }
 
@@ -33,6 +43,8 @@ struct ListQuery {
     cursor: Option<String>,
     status: Option<String>,
     inbox: Option<String>,
+    assignee: Option<String>,
+    team: Option<String>,
 }
 
 impl ListQuery {
@@ -51,6 +63,8 @@ impl ListQuery {
         for (name, present) in [
             ("status", self.status.is_some()),
             ("inbox", self.inbox.is_some()),
+            ("assignee", self.assignee.is_some()),
+            ("team", self.team.is_some()),
         ] {
             if present && !allowed.contains(&name) {
                 return Err(ApiError::invalid_field(
@@ -120,13 +134,20 @@ async fn list_conversations(
         ),
         None => None,
     };
+    let scope = who.require(Permission::ViewConversations)?;
     let cursor = id_cursor(query.cursor.as_deref(), ids::CONVERSATION)?;
+    let filter = ConversationFilter {
+        inbox_id: inbox_id.as_deref(),
+        status: query.status.as_deref(),
+        assignee_id: query.assignee.as_deref(),
+        team_id: query.team.as_deref(),
+    };
     let items = state
         .store
         .list_conversations(
             &who.account_id,
-            inbox_id.as_deref(),
-            query.status.as_deref(),
+            &scope,
+            &filter,
             cursor.as_deref(),
             limit + 1,
         )
@@ -139,14 +160,12 @@ async fn get_conversation(
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let conversation = state
-        .store
-        .get_conversation(&who.account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let scope = who.require(Permission::ViewConversations)?;
+    let conversation =
+        visible_conversation(&state, &who, Permission::ViewConversations, &id).await?;
     let contact = state
         .store
-        .get_contact(&who.account_id, &conversation.contact_id)
+        .get_contact(&who.account_id, &scope, &conversation.contact_id)
         .await?;
     let mut value = serde_json::to_value(&conversation).map_err(ApiError::internal)?;
     value["contact"] = serde_json::to_value(contact).map_err(ApiError::internal)?;
@@ -161,11 +180,7 @@ async fn list_messages(
 ) -> Result<Json<Value>, ApiError> {
     query.reject_filters(&[])?;
     let limit = query.limit()?;
-    state
-        .store
-        .get_conversation(&who.account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    visible_conversation(&state, &who, Permission::ViewConversations, &id).await?;
     let after =
         match &query.cursor {
             Some(c) => Some(decode_message_cursor(c).ok_or_else(|| {
@@ -198,9 +213,10 @@ async fn get_contact(
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let scope = who.require(Permission::ViewConversations)?;
     let contact = state
         .store
-        .get_contact(&who.account_id, &id)
+        .get_contact(&who.account_id, &scope, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
     Ok(Json(
@@ -213,6 +229,8 @@ async fn list_events(
     who: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // Raw provider payloads are personal data in bulk: the export permission guards them.
+    who.require(Permission::ExportRawData)?;
     query.reject_filters(&["status"])?;
     let limit = query.limit()?;
     check_status(
@@ -230,4 +248,150 @@ async fn list_events(
         )
         .await?;
     Ok(page(items, limit, |e| e.id.clone()))
+}
+
+/// The conversation `id` if the caller holds `permission` over it: 403 without the permission,
+/// 404 when it is missing or outside the permission's scope.
+async fn visible_conversation(
+    state: &AppState,
+    who: &Principal,
+    permission: Permission,
+    id: &str,
+) -> Result<Conversation, ApiError> {
+    let scope = who.require(permission)?;
+    if !ids::has_prefix(id, ids::CONVERSATION) {
+        return Err(ApiError::not_found("conversation"));
+    }
+    state
+        .store
+        .get_conversation(&who.account_id, &scope, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))
+}
+
+async fn publish(state: &AppState, account_id: &str, kind: &str, data: Value) {
+    let payload = json!({ "type": kind, "data": data }).to_string();
+    if let Err(e) = state
+        .broker
+        .publish(&account_topic(account_id), payload.into())
+        .await
+    {
+        tracing::warn!(error = %e, kind, "Could not publish an event.");
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyBody {
+    text: String,
+}
+
+/// An agent's reply. It is recorded as a `pending` outbound message; delivery to the provider
+/// is the outbound worker's.
+async fn reply(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let conversation = visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
+    let body: ReplyBody = parse_json(&body)?;
+    let text = body.text.trim();
+    if text.is_empty() {
+        return Err(ApiError::invalid_field("text", "must not be empty"));
+    }
+    if text.chars().count() > 4096 {
+        return Err(ApiError::invalid_field(
+            "text",
+            "must be at most 4096 characters",
+        ));
+    }
+    let content = switchboard_connectors::MessageContent::Text {
+        text: text.to_owned(),
+    };
+    let message = state
+        .store
+        .insert_reply(&conversation, who.user_id.as_deref(), &content)
+        .await?;
+    let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
+    publish(&state, &who.account_id, "message.created", value.clone()).await;
+    Ok((StatusCode::CREATED, Json(value)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    /// A user id, or null to unassign.
+    assignee_id: Option<String>,
+}
+
+/// Reassigns a conversation. The conversation must be in the caller's reassign scope, and so
+/// must the assignee: a team lead assigns within their teams, a branch manager within their
+/// branch.
+async fn assign(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let scope = who.require(Permission::ReassignConversations)?;
+    let conversation =
+        visible_conversation(&state, &who, Permission::ReassignConversations, &id).await?;
+    let body: AssignBody = parse_json(&body)?;
+    if let Some(assignee) = &body.assignee_id {
+        let outside =
+            || ApiError::invalid_field("assignee_id", "no such active user within your scope");
+        let user = state
+            .store
+            .get_user(&who.account_id, assignee)
+            .await?
+            .filter(|u| u.active)
+            .ok_or_else(outside)?;
+        let reachable = match scope.scope {
+            crate::access::Scope::All => true,
+            crate::access::Scope::Branch => {
+                scope.branch_id.is_some() && user.branch_id == scope.branch_id
+            }
+            crate::access::Scope::Team => conversation
+                .team_id
+                .as_ref()
+                .is_some_and(|team| user.team_ids.contains(team)),
+            crate::access::Scope::Assigned | crate::access::Scope::Own => false,
+        };
+        if !reachable {
+            return Err(outside());
+        }
+    }
+    let updated = state
+        .store
+        .assign_conversation(&who.account_id, &id, body.assignee_id.as_deref())
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
+    publish(
+        &state,
+        &who.account_id,
+        "conversation.assigned",
+        value.clone(),
+    )
+    .await;
+    Ok(Json(value))
+}
+
+/// Data-subject erasure (requires the export-raw-data permission).
+async fn erase_contact(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.require(Permission::ExportRawData)?;
+    let record = who.audit("contact.erased", "contact", Some(&id));
+    let erasure = state
+        .store
+        .erase_contact(&who.account_id, &id, record)
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    Ok(Json(
+        serde_json::to_value(erasure).map_err(ApiError::internal)?,
+    ))
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod health;
+pub mod reports;
 pub mod webchat;
 pub mod webhooks;
 
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .merge(api::routes())
+        .merge(reports::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
@@ -140,4 +142,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .map(ApiQuery)
             .map_err(|e| ApiError::invalid_field(&e.path().to_string(), e.into_inner().to_string()))
     }
+}
+
+/// A point in time given as RFC 3339 (`2026-11-22T10:00:00Z`) or Unix milliseconds.
+pub fn parse_instant(field: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| {
+            ApiError::invalid_field(
+                field,
+                "must be RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds",
+            )
+        })
 }

@@ -9,9 +9,10 @@
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
-use switchboard_connectors::{ContactRef, InboundMessage, StatusUpdate};
+use switchboard_connectors::{ContactRef, InboundMessage, MessageContent, StatusUpdate};
 
 use super::{Store, StoreError};
+use crate::access::RecordScope;
 use crate::ids;
 
 /// Statuses that count as "open" for threading: anything not resolved.
@@ -28,6 +29,7 @@ pub struct Conversation {
     pub priority: i64,
     pub assignee_id: Option<String>,
     pub team_id: Option<String>,
+    pub branch_id: Option<String>,
     pub last_message_at_ms: i64,
     pub last_inbound_at_ms: Option<i64>,
     pub created_at_ms: i64,
@@ -66,6 +68,8 @@ pub struct Contact {
     pub identities: Vec<Identity>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Set when the contact's personal data was erased (`DELETE /v1/contacts/{id}`).
+    pub erased_at_ms: Option<i64>,
 }
 
 /// What storing one inbound message did, for the events published after commit.
@@ -75,6 +79,15 @@ pub struct StoredMessage {
     pub conversation_id: String,
     pub conversation_created: bool,
     pub account_id: String,
+}
+
+/// Optional filters of [`Store::list_conversations`].
+#[derive(Debug, Default)]
+pub struct ConversationFilter<'a> {
+    pub inbox_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub assignee_id: Option<&'a str>,
+    pub team_id: Option<&'a str>,
 }
 
 /// Where an item is stored.
@@ -90,7 +103,32 @@ pub struct Target<'a> {
 macro_rules! conversation_columns {
     () => {
         "id, account_id, inbox_id, contact_id, channel, status, priority, assignee_id, team_id, \
-         last_message_at, last_inbound_at, created_at, updated_at"
+         last_message_at, last_inbound_at, created_at, updated_at, branch_id"
+    };
+}
+
+/// The record-scope filter on `conversations` columns, given the placeholders of the scope's
+/// kind, the caller's branch and the caller's user id (see `crate::access::RecordScope`). One
+/// static SQL text for every scope: the kind selects which arm can be true.
+macro_rules! in_scope {
+    ($kind:literal, $branch:literal, $user:literal) => {
+        concat!(
+            " AND (",
+            $kind,
+            " = 'all' OR (",
+            $kind,
+            " = 'branch' AND branch_id = ",
+            $branch,
+            ") OR (",
+            $kind,
+            " = 'team' AND team_id IN (SELECT team_id FROM team_members WHERE user_id = ",
+            $user,
+            ")) OR (",
+            $kind,
+            " IN ('assigned', 'self') AND assignee_id = ",
+            $user,
+            "))"
+        )
     };
 }
 
@@ -218,49 +256,70 @@ impl Store {
         Ok(moved)
     }
 
+    /// Conversations the scope reaches, newest first.
     pub async fn list_conversations(
         &self,
         account_id: &str,
-        inbox_id: Option<&str>,
-        status: Option<&str>,
+        scope: &RecordScope,
+        filter: &ConversationFilter<'_>,
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Conversation>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             conversation_columns!(),
             " FROM conversations WHERE account_id = $1 \
              AND ($2 IS NULL OR inbox_id = $2) AND ($3 IS NULL OR status = $3) \
-             AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+             AND ($4 IS NULL OR assignee_id = $4) AND ($5 IS NULL OR team_id = $5) \
+             AND ($6 IS NULL OR id < $6)",
+            in_scope!("$7", "$8", "$9"),
+            " ORDER BY id DESC LIMIT $10"
         ))
         .bind(account_id)
-        .bind(inbox_id)
-        .bind(status)
+        .bind(filter.inbox_id)
+        .bind(filter.status)
+        .bind(filter.assignee_id)
+        .bind(filter.team_id)
         .bind(cursor)
+        .bind(scope.kind())
+        .bind(scope.branch_id.as_deref())
+        .bind(scope.user_id.as_deref())
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(rows.iter().map(conversation).collect())
     }
 
+    /// One conversation, if it exists and the scope reaches it (otherwise `None`: out of scope
+    /// and missing look the same).
     pub async fn get_conversation(
         &self,
         account_id: &str,
+        scope: &RecordScope,
         id: &str,
     ) -> Result<Option<Conversation>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
         let row = sqlx::query(concat!(
             "SELECT ",
             conversation_columns!(),
-            " FROM conversations WHERE account_id = $1 AND id = $2"
+            " FROM conversations WHERE account_id = $1 AND id = $2",
+            in_scope!("$3", "$4", "$5")
         ))
         .bind(account_id)
         .bind(id)
-        .fetch_optional(self.pool())
+        .bind(scope.kind())
+        .bind(scope.branch_id.as_deref())
+        .bind(scope.user_id.as_deref())
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(row.as_ref().map(conversation))
     }
 
-    /// Messages in provider order (provider timestamp, then arrival), after `cursor`.
+    /// Messages in provider order (provider timestamp, then arrival), after `cursor`. The
+    /// caller has checked the conversation is in scope.
     pub async fn list_messages(
         &self,
         account_id: &str,
@@ -269,6 +328,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Message>, StoreError> {
         let (after_ts, after_id) = after.unwrap_or((i64::MIN, ""));
+        let mut tx = self.scoped(account_id).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             message_columns!(),
@@ -280,23 +340,33 @@ impl Store {
         .bind(after_ts)
         .bind(after_id)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(rows.iter().map(message).collect())
     }
 
+    /// A contact, if the scope reaches one of its conversations (or is `all`).
     pub async fn get_contact(
         &self,
         account_id: &str,
+        scope: &RecordScope,
         id: &str,
     ) -> Result<Option<Contact>, StoreError> {
-        let Some(row) = sqlx::query(
-            "SELECT id, name, phone, email, created_at, updated_at FROM contacts \
-             WHERE account_id = $1 AND id = $2",
-        )
+        let mut tx = self.scoped(account_id).await?;
+        let Some(row) = sqlx::query(concat!(
+            "SELECT id, name, phone, email, created_at, updated_at, erased_at FROM contacts \
+             WHERE account_id = $1 AND id = $2 AND ($3 = 'all' OR EXISTS (SELECT 1 FROM conversations \
+             WHERE account_id = $1 AND contact_id = $2",
+            in_scope!("$3", "$4", "$5"),
+            "))"
+        ))
         .bind(account_id)
         .bind(id)
-        .fetch_optional(self.pool())
+        .bind(scope.kind())
+        .bind(scope.branch_id.as_deref())
+        .bind(scope.user_id.as_deref())
+        .fetch_optional(&mut *tx)
         .await?
         else {
             return Ok(None);
@@ -307,7 +377,7 @@ impl Store {
         )
         .bind(account_id)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?
         .iter()
         .map(|r| Identity {
@@ -315,6 +385,7 @@ impl Store {
             value: r.get(1),
         })
         .collect();
+        tx.commit().await?;
         Ok(Some(Contact {
             id: row.get(0),
             name: row.get(1),
@@ -323,7 +394,86 @@ impl Store {
             identities,
             created_at_ms: row.get(4),
             updated_at_ms: row.get(5),
+            erased_at_ms: row.get(6),
         }))
+    }
+
+    /// Records an agent's reply as a pending outbound message (delivery is the outbound
+    /// worker's job) and returns it.
+    pub async fn insert_reply(
+        &self,
+        conversation: &Conversation,
+        author_id: Option<&str>,
+        content: &MessageContent,
+    ) -> Result<Message, StoreError> {
+        let now = ids::now_ms();
+        let id = ids::new(ids::MESSAGE);
+        let body = serde_json::to_string(content)
+            .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
+        let mut tx = self.begin_scoped(&conversation.account_id).await?;
+        sqlx::query(
+            "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
+             content, status, status_rank, sent_at, created_at, author_id) \
+             VALUES ($1, $2, $3, $4, 'outbound', $5, $6, 'pending', 0, $7, $7, $8)",
+        )
+        .bind(&id)
+        .bind(&conversation.account_id)
+        .bind(&conversation.id)
+        .bind(&conversation.inbox_id)
+        .bind(content.kind())
+        .bind(&body)
+        .bind(now)
+        .bind(author_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET last_message_at = $1, updated_at = $1 WHERE account_id = $2 AND id = $3",
+        )
+        .bind(now)
+        .bind(&conversation.account_id)
+        .bind(&conversation.id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE id = $1"
+        ))
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(message(&row))
+    }
+
+    /// Sets (or clears) the assignee; returns the updated conversation.
+    pub async fn assign_conversation(
+        &self,
+        account_id: &str,
+        conversation_id: &str,
+        assignee_id: Option<&str>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let mut tx = self.begin_scoped(account_id).await?;
+        sqlx::query(
+            "UPDATE conversations SET assignee_id = $1, updated_at = $2 WHERE account_id = $3 AND id = $4",
+        )
+        .bind(assignee_id)
+        .bind(ids::now_ms())
+        .bind(account_id)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations WHERE account_id = $1 AND id = $2"
+        ))
+        .bind(account_id)
+        .bind(conversation_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.as_ref().map(conversation))
     }
 }
 
@@ -489,6 +639,7 @@ fn conversation(r: &AnyRow) -> Conversation {
         last_inbound_at_ms: r.get(10),
         created_at_ms: r.get(11),
         updated_at_ms: r.get(12),
+        branch_id: r.get(13),
     }
 }
 

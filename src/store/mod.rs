@@ -10,11 +10,14 @@
 //! SQL lives here, one file per aggregate; handlers and workers never write SQL. Every table
 //! carries `account_id` and every read is filtered by it.
 
+#[macro_use]
+pub mod conversations;
 pub mod accounts;
 pub mod audit;
-pub mod conversations;
 pub mod inbound;
 pub mod org;
+pub mod privacy;
+pub mod reports;
 pub mod sessions;
 pub mod users;
 pub mod webchat;
@@ -134,6 +137,35 @@ impl Store {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// A read transaction for one account's request. On PostgreSQL it sets
+    /// `switchboard.account_id` for the transaction, so row-level security (migration 0002)
+    /// hides every other account's rows even from a query that forgot its own filter.
+    pub async fn scoped(&self, account_id: &str) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT set_config('switchboard.account_id', $1, true)")
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// [`Store::begin`] with the account set for row-level security, for request writes.
+    pub async fn begin_scoped(
+        &self,
+        account_id: &str,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT set_config('switchboard.account_id', $1, true)")
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

@@ -4,10 +4,12 @@
 
 mod helpers;
 
+mod access;
 mod bad_input;
 mod durability;
 mod exactly_once;
 mod health;
+mod privacy;
 mod twilio;
 mod webchat;
 mod whatsapp;
