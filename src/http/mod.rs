@@ -2,7 +2,9 @@
 //! envelope. Handlers translate between HTTP and the intake/store; they hold no SQL and no
 //! provider logic.
 
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod health;
 pub mod webchat;
 pub mod webhooks;
@@ -52,6 +54,8 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .merge(api::routes())
+        .merge(admin::routes())
+        .merge(audit::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
