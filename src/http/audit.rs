@@ -13,6 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::admin::BearerAuth;
 use super::api::{id_cursor, page, page_limit};
 use super::{ApiQuery, AppState};
 use crate::access::{Permission, Principal};
@@ -40,7 +41,7 @@ pub fn routes() -> Router<AppState> {
     paths(list_audit, export_csv),
     components(schemas(AuditOut, AuditPage)),
     tags((name = "audit", description = "The append-only audit log (requires view_audit_log)")),
-    modifiers(&super::admin::BearerAuth)
+    modifiers(&BearerAuth)
 )]
 pub struct AuditApi;
 

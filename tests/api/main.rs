@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod admin;
+mod audit;
 mod bad_input;
 mod durability;
 mod exactly_once;
