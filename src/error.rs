@@ -37,6 +37,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request clashes with the current state (a duplicate name, a role still in use).
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
@@ -72,6 +75,10 @@ impl ApiError {
         ApiError::NotFound(format!("{what} was not found"))
     }
 
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::Conflict(message.into())
+    }
+
     /// A validation failure on one field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -91,6 +98,7 @@ impl ApiError {
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }

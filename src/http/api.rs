@@ -36,6 +36,18 @@ pub fn routes() -> Router<AppState> {
 const DEFAULT_LIMIT: i64 = 25;
 const MAX_LIMIT: i64 = 100;
 
+/// The page size of a list: 1–100, default 25.
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -49,14 +61,7 @@ struct ListQuery {
 
 impl ListQuery {
     fn limit(&self) -> Result<i64, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid_field(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            )),
-        }
+        page_limit(self.limit)
     }
 
     fn reject_filters(&self, allowed: &[&str]) -> Result<(), ApiError> {
@@ -77,7 +82,8 @@ impl ListQuery {
     }
 }
 
-fn page<T: Serialize>(
+/// The list envelope; `items` holds one row more than `limit` when another page exists.
+pub(crate) fn page<T: Serialize>(
     mut items: Vec<T>,
     limit: i64,
     cursor_of: impl Fn(&T) -> String,
@@ -103,7 +109,7 @@ fn check_status(status: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> 
     }
 }
 
-fn id_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
+pub(crate) fn id_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<String>, ApiError> {
     match cursor {
         Some(c) if !ids::has_prefix(c, prefix) => Err(ApiError::invalid_field(
             "cursor",

@@ -2,7 +2,9 @@
 //! envelope. Handlers translate between HTTP and the intake/store; they hold no SQL and no
 //! provider logic.
 
+pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod health;
 pub mod reports;
 pub mod webchat;
@@ -54,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(api::routes())
         .merge(reports::routes())
+        .merge(admin::routes())
+        .merge(audit::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
@@ -150,8 +154,9 @@ pub fn parse_instant(field: &str, value: &str) -> Result<i64, ApiError> {
         return Ok(ms);
     }
     time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
+        .ok()
+        .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| {
             ApiError::invalid_field(
                 field,
                 "must be RFC 3339 (2026-11-22T10:00:00Z) or Unix milliseconds",

@@ -13,12 +13,15 @@
 #[macro_use]
 pub mod conversations;
 pub mod accounts;
+pub mod api_keys;
 pub mod audit;
 pub mod inbound;
 pub mod org;
 pub mod privacy;
 pub mod reports;
+pub mod roles;
 pub mod sessions;
+pub mod user_admin;
 pub mod users;
 pub mod webchat;
 
@@ -39,6 +42,14 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Setup(String),
+}
+
+impl StoreError {
+    /// True when a unique constraint refused the write (a duplicate name or email): callers map
+    /// it to their own conflict.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 mod helpers;
 
 mod access;
+mod admin;
+mod audit;
 mod bad_input;
 mod durability;
 mod exactly_once;
