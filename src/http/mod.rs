@@ -3,6 +3,7 @@
 //! provider logic.
 
 pub mod api;
+pub mod auth;
 pub mod health;
 pub mod webchat;
 pub mod webhooks;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .merge(api::routes())
+        .merge(auth::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })

@@ -16,6 +16,7 @@ pub mod conversations;
 pub mod inbound;
 pub mod org;
 pub mod sessions;
+pub mod signin;
 pub mod users;
 pub mod webchat;
 
