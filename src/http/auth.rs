@@ -273,9 +273,10 @@ fn open_totp(state: &AppState, sealed: &str, email: &str) -> Result<Totp, ApiErr
     totp(secret.as_bytes().to_vec(), email)
 }
 
-fn check_totp(totp: &Totp, code: &str) -> bool {
+/// The time step a code matches (within one step of skew), if any.
+fn check_totp(totp: &Totp, code: &str) -> Option<i64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
-    totp.check_current(&code).is_some()
+    totp.check_current(&code).map(|step| step as i64)
 }
 
 /// Backup codes are compared case- and dash-insensitively.
@@ -491,10 +492,12 @@ async fn login(
             (Some(code), _) => {
                 let sealed = creds.totp_secret.as_deref().unwrap_or_default();
                 let email = input.email.trim().to_lowercase();
-                (
-                    check_totp(&open_totp(&state, sealed, &email)?, code),
-                    "totp",
-                )
+                // A code is accepted once: its step must be later than the last one used.
+                let ok = match check_totp(&open_totp(&state, sealed, &email)?, code) {
+                    Some(step) => state.store.claim_totp_step(&creds.user_id, step).await?,
+                    None => false,
+                };
+                (ok, "totp")
             }
             (None, Some(code)) => (
                 state
@@ -880,15 +883,14 @@ async fn totp_verify(
         .totp_secret
         .as_deref()
         .ok_or_else(|| unprocessable("nothing to verify; call /v1/auth/totp/enrol first"))?;
-    if !check_totp(&open_totp(&state, sealed, &current.email)?, &input.code) {
-        return Err(ApiError::invalid_field("code", "is wrong or expired"));
-    }
+    let step = check_totp(&open_totp(&state, sealed, &current.email)?, &input.code)
+        .ok_or_else(|| ApiError::invalid_field("code", "is wrong or expired"))?;
     let codes: Vec<String> = (0..BACKUP_CODES).map(|_| new_backup_code()).collect();
     let hashes: Vec<String> = codes.iter().map(|c| backup_code_hash(c)).collect();
     let record = who.audit("auth.totp_enabled", "user", Some(user_id));
     match state
         .store
-        .enable_totp(&current.account_id, user_id, &hashes, &record)
+        .enable_totp(&current.account_id, user_id, step, &hashes, &record)
         .await?
     {
         TotpEnabled::Enabled => Ok(Json(BackupCodes {
@@ -960,8 +962,18 @@ mod tests {
                 .unwrap()
                 .starts_with("otpauth://totp/Switchboard:")
         );
-        assert!(check_totp(&t, &t.generate_current().to_string()));
-        assert!(!check_totp(&t, "000000x"));
+        assert!(check_totp(&t, &t.generate_current().to_string()).is_some());
+        assert!(check_totp(&t, "000000x").is_none());
+    }
+
+    #[test]
+    fn openapi_lists_every_route() {
+        use utoipa::OpenApi;
+        let doc = AuthApi::openapi();
+        assert_eq!(doc.paths.paths.len(), 9);
+        assert!(doc.paths.paths.contains_key("/v1/auth/totp/verify"));
+        let schemas = doc.components.unwrap().schemas;
+        assert!(schemas.contains_key("TokenResponse") && schemas.contains_key("LoginRequest"));
     }
 
     #[test]

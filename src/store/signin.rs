@@ -85,11 +85,27 @@ impl Store {
         Ok(())
     }
 
+    /// Accepts a TOTP time step once: true when `step` is later than the last one accepted for
+    /// the user (so a code cannot be replayed, even by a racing request).
+    pub async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE users SET totp_last_step = $1 \
+             WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(user_id)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
     /// Stores a pending (not yet enabled) sealed TOTP secret, replacing a pending one. False
     /// when TOTP is already enabled.
     pub async fn set_pending_totp(&self, user_id: &str, sealed: &str) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE users SET totp_secret = $1, updated_at = $2 WHERE id = $3 AND totp_enabled = 0",
+            "UPDATE users SET totp_secret = $1, totp_last_step = NULL, updated_at = $2 \
+             WHERE id = $3 AND totp_enabled = 0",
         )
         .bind(sealed)
         .bind(ids::now_ms())
@@ -100,20 +116,22 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Enables the pending secret and replaces the user's backup codes (stored as hashes),
-    /// with the audit record, in one transaction.
+    /// Enables the pending secret (`step` is the verified code's, now used) and replaces the
+    /// user's backup codes (stored as hashes), with the audit record, in one transaction.
     pub async fn enable_totp(
         &self,
         account_id: &str,
         user_id: &str,
+        step: i64,
         backup_code_hashes: &[String],
         record: &AuditRecord,
     ) -> Result<TotpEnabled, StoreError> {
         let mut tx = self.begin().await?;
         let updated = sqlx::query(
-            "UPDATE users SET totp_enabled = 1, updated_at = $1 \
-             WHERE id = $2 AND totp_enabled = 0 AND totp_secret IS NOT NULL",
+            "UPDATE users SET totp_enabled = 1, totp_last_step = $1, updated_at = $2 \
+             WHERE id = $3 AND totp_enabled = 0 AND totp_secret IS NOT NULL",
         )
+        .bind(step)
         .bind(ids::now_ms())
         .bind(user_id)
         .execute(&mut *tx)
@@ -149,7 +167,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE users SET totp_enabled = 0, totp_secret = NULL, updated_at = $1 WHERE id = $2",
+            "UPDATE users SET totp_enabled = 0, totp_secret = NULL, totp_last_step = NULL, \
+             updated_at = $1 WHERE id = $2",
         )
         .bind(ids::now_ms())
         .bind(user_id)
@@ -214,14 +233,5 @@ impl Store {
         audit::append(&mut tx, record).await?;
         tx.commit().await?;
         Ok(revoked)
-    }
-
-    /// A user's failed-attempt count and lock, for checks and tests.
-    pub async fn lockout_state(&self, user_id: &str) -> Result<(i64, Option<i64>), StoreError> {
-        let row = sqlx::query("SELECT failed_logins, locked_until FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_one(self.pool())
-            .await?;
-        Ok((row.get(0), row.get(1)))
     }
 }

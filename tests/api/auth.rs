@@ -562,10 +562,11 @@ async fn totp_enrol_verify_login_and_backup_codes(backend: Backend) {
     // Not enabled yet: login needs no code.
     assert_eq!(login(&hub, &user.email, &user.password).await.status, 200);
 
+    let verified_code = totp_code(&secret, 0);
     let (status, body) = call(
         "/v1/auth/totp/verify",
         token.clone(),
-        Some(json!({ "code": totp_code(&secret, 0) })),
+        Some(json!({ "code": verified_code })),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -603,9 +604,16 @@ async fn totp_enrol_verify_login_and_backup_codes(backend: Backend) {
         "sealed"
     );
     store.close().await;
-    let r = with(json!({ "totp_code": totp_code(&secret, 0) })).await;
+    // A code works once: the one that verified the enrolment cannot sign in, and a fresh one
+    // (the next step's, inside the one-step skew) works once only.
+    let r = with(json!({ "totp_code": verified_code })).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_mfa_code"));
+    let next = totp_code(&secret, 1);
+    let r = with(json!({ "totp_code": next })).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(me(&hub, &r.access()).await.0, 200);
+    let r = with(json!({ "totp_code": next })).await;
+    assert_eq!((r.status, r.code()), (401, "invalid_mfa_code"));
     // A wrong password with the right code is still an ordinary failure.
     let r = post(
         &hub,
