@@ -38,6 +38,26 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a super_admin user; the password comes from SWITCHBOARD_ADMIN_PASSWORD or, when
+    /// unset, one line of stdin. The new user's id is printed alone on the last line.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Account id (acc_…) or slug; the default account when omitted.
+        #[arg(long)]
+        account: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +136,36 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!("created API key {id} ({role}) for {account_id}; it is shown only once:");
             println!("{}", minted.key);
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    email,
+                    name,
+                    account,
+                },
+        } => {
+            let password = match std::env::var("SWITCHBOARD_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let store = Store::connect(&config.database).await?;
+            let id = auth::admin::create_admin(
+                &store,
+                &config,
+                &email,
+                &name,
+                &password,
+                account.as_deref(),
+            )
+            .await?;
+            println!("created super_admin {email}:");
+            println!("{id}");
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 //! password hashing ([`passwords`]). Authorization (what an authenticated caller may do) is
 //! `crate::access`.
 
+pub mod admin;
 pub mod keys;
 pub mod passwords;
 pub mod tokens;

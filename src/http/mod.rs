@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod auth;
 pub mod health;
 pub mod reports;
 pub mod webchat;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(admin::routes())
         .merge(audit::routes())
+        .merge(auth::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })

@@ -21,6 +21,7 @@ pub mod privacy;
 pub mod reports;
 pub mod roles;
 pub mod sessions;
+pub mod signin;
 pub mod user_admin;
 pub mod users;
 pub mod webchat;

@@ -7,6 +7,7 @@ mod helpers;
 mod access;
 mod admin;
 mod audit;
+mod auth;
 mod bad_input;
 mod durability;
 mod exactly_once;
