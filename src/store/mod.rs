@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod audit;
 pub mod conversations;
 pub mod inbound;
+pub mod inboxes;
 pub mod org;
 pub mod sessions;
 pub mod users;
