@@ -44,6 +44,12 @@ pub enum ApiError {
         message: String,
         details: Vec<Value>,
     },
+    /// The request clashes with existing state (a taken slug or number); details name the field.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        details: Vec<Value>,
+    },
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64, limit: u32 },
     #[error("a dependency is unavailable")]
@@ -81,6 +87,15 @@ impl ApiError {
         }
     }
 
+    /// A uniqueness conflict on one field (409).
+    pub fn conflict(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Conflict {
+            message: format!("{field}: {message}"),
+            details: vec![json!({ "field": field, "message": message })],
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError::Internal(cause.to_string())
     }
@@ -97,6 +112,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -144,9 +160,9 @@ impl IntoResponse for ApiError {
                     Vec::new(),
                 )
             }
-            ApiError::BadRequest { details, .. } | ApiError::Unprocessable { details, .. } => {
-                (self.to_string(), details.clone())
-            }
+            ApiError::BadRequest { details, .. }
+            | ApiError::Unprocessable { details, .. }
+            | ApiError::Conflict { details, .. } => (self.to_string(), details.clone()),
             _ => (self.to_string(), Vec::new()),
         };
         let mut response = envelope(status, code, &message, &details);

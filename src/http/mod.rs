@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod health;
+pub mod inboxes;
 pub mod webchat;
 pub mod webhooks;
 
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .merge(api::routes())
+        .merge(inboxes::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
