@@ -8,6 +8,7 @@ mod bad_input;
 mod durability;
 mod exactly_once;
 mod health;
+mod inboxes;
 mod twilio;
 mod webchat;
 mod whatsapp;
