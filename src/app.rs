@@ -113,10 +113,16 @@ pub async fn run(
     let config = Arc::new(config);
     let keys = Arc::new(crate::crypto::Keys::load(&config.auth)?);
     let backends = Backends::connect(&config, &shutdown).await?;
-    let registry = Arc::new(Registry::load(&config, &backends.store).await?);
-    info!(mode = ?config.mode(), api = roles.api, worker = roles.worker, inboxes = config.inboxes.len(), "Switchboard starting.");
+    let registry = Arc::new(Registry::load(&config, &backends.store, keys.clone()).await?);
+    info!(mode = ?config.mode(), api = roles.api, worker = roles.worker, configured_inboxes = config.inboxes.len(), "Switchboard starting.");
 
     let mut tasks = tokio::task::JoinSet::new();
+    // Every node, whatever its roles, routes with the registry and keeps it current.
+    let (watched, broker, token) = (registry.clone(), backends.broker.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        crate::inboxes::watch(watched, broker, token).await;
+        Ok(())
+    });
     if roles.worker {
         let port: Arc<dyn InboundPort> = Arc::new(Ingest {
             store: backends.store.clone(),

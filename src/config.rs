@@ -424,7 +424,8 @@ impl Config {
     }
 }
 
-fn is_slug(s: &str) -> bool {
+/// Slug shape shared by config keys and the inbox API: 1–64 of `a-z 0-9 - _`.
+pub fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()

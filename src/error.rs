@@ -37,13 +37,17 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    /// The request clashes with the current state (a duplicate name, a role still in use).
-    #[error("{0}")]
-    Conflict(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{message}")]
     Unprocessable {
+        message: String,
+        details: Vec<Value>,
+    },
+    /// The request clashes with the current state (a duplicate name, a role still in use);
+    /// details name the field when there is one.
+    #[error("{message}")]
+    Conflict {
         message: String,
         details: Vec<Value>,
     },
@@ -76,13 +80,25 @@ impl ApiError {
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError::Conflict(message.into())
+        ApiError::Conflict {
+            message: message.into(),
+            details: Vec::new(),
+        }
     }
 
     /// A validation failure on one field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
         ApiError::Unprocessable {
+            message: format!("{field}: {message}"),
+            details: vec![json!({ "field": field, "message": message })],
+        }
+    }
+
+    /// A uniqueness conflict on one field (409).
+    pub fn conflict_field(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Conflict {
             message: format!("{field}: {message}"),
             details: vec![json!({ "field": field, "message": message })],
         }
@@ -98,13 +114,13 @@ impl ApiError {
             ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, code),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
             ApiError::Unprocessable { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -152,9 +168,9 @@ impl IntoResponse for ApiError {
                     Vec::new(),
                 )
             }
-            ApiError::BadRequest { details, .. } | ApiError::Unprocessable { details, .. } => {
-                (self.to_string(), details.clone())
-            }
+            ApiError::BadRequest { details, .. }
+            | ApiError::Unprocessable { details, .. }
+            | ApiError::Conflict { details, .. } => (self.to_string(), details.clone()),
             _ => (self.to_string(), Vec::new()),
         };
         let mut response = envelope(status, code, &message, &details);

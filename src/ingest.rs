@@ -1,6 +1,6 @@
 //! The hub's side of the normalize worker: stores a normalized batch and tells consoles.
 //!
-//! Items are routed to inboxes from the config registry (WhatsApp by `phone_number_id`, the
+//! Items are routed to inboxes from the inbox registry (WhatsApp by `phone_number_id`, the
 //! others by the inbox in the request path). An item whose inbox is unknown is not dropped: the
 //! event is marked `unrouted` with the reason, its raw body stays, and operators see it at
 //! `GET /v1/inbound-events?status=unrouted`. Events are published only for rows this run
@@ -35,7 +35,7 @@ pub fn account_topic(account_id: &str) -> String {
 }
 
 impl Ingest {
-    fn route<'a>(&'a self, event: &RawEvent, route: &RouteKey) -> Option<&'a Arc<InboxRuntime>> {
+    fn route(&self, event: &RawEvent, route: &RouteKey) -> Option<Arc<InboxRuntime>> {
         match route {
             RouteKey::PhoneNumberId { phone_number_id } => {
                 self.registry.whatsapp_inbox(phone_number_id)
@@ -45,6 +45,16 @@ impl Ingest {
                 .as_deref()
                 .and_then(|id| self.registry.inbox_by_id(id)),
         }
+    }
+
+    /// Routes an item; on a miss, reloads the registry once and tries again, so an inbox
+    /// created on another node a moment ago is found even before its announcement arrives.
+    async fn resolve(&self, event: &RawEvent, route: &RouteKey) -> Option<Arc<InboxRuntime>> {
+        if let Some(inbox) = self.route(event, route) {
+            return Some(inbox);
+        }
+        self.registry.reload_after_miss().await;
+        self.route(event, route)
     }
 
     async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
@@ -80,7 +90,7 @@ impl InboundPort for Ingest {
         for item in &batch.items {
             match item {
                 InboundItem::Message(message) => {
-                    let Some(inbox) = self.route(event, &message.route) else {
+                    let Some(inbox) = self.resolve(event, &message.route).await else {
                         unrouted.push(route_name(&message.route));
                         continue;
                     };
@@ -89,6 +99,8 @@ impl InboundPort for Ingest {
                         inbox_id: &inbox.id,
                         channel: inbox.channel.as_str(),
                         event_id: &event.id,
+                        team_id: inbox.team_id.as_deref(),
+                        branch_id: inbox.branch_id.as_deref(),
                     };
                     let stored = self
                         .store
@@ -114,11 +126,11 @@ impl InboundPort for Ingest {
                     }
                 }
                 InboundItem::Status(status) => {
-                    let inbox = self.route(event, &status.route);
+                    let inbox = self.resolve(event, &status.route).await;
                     if inbox.is_none() {
                         unrouted.push(route_name(&status.route));
                     }
-                    let (account_id, channel) = match inbox {
+                    let (account_id, channel) = match &inbox {
                         Some(inbox) => (inbox.account_id.as_str(), inbox.channel.as_str()),
                         None if kind == Some(SourceKind::Whatsapp) => {
                             (event.account_id.as_str(), "whatsapp")

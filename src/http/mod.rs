@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod inboxes;
 pub mod reports;
 pub mod webchat;
 pub mod webhooks;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes())
         .merge(audit::routes())
         .merge(auth::routes())
+        .merge(inboxes::routes())
         .merge(health::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })

@@ -6,6 +6,8 @@
 //! Visitor messages take the same durable path as provider webhooks, and `client_message_id`
 //! makes a retried send idempotent.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,11 +47,10 @@ struct SessionIn {
     email: Option<String>,
 }
 
-fn webchat_inbox<'a>(state: &'a AppState, slug: &str) -> Result<&'a InboxRuntime, ApiError> {
+fn webchat_inbox(state: &AppState, slug: &str) -> Result<Arc<InboxRuntime>, ApiError> {
     state
         .registry
         .inbox(slug, Channel::Webchat)
-        .map(AsRef::as_ref)
         .ok_or_else(|| ApiError::not_found("web-chat inbox"))
 }
 

@@ -1,22 +1,13 @@
-//! Accounts (tenants), inboxes and API keys.
+//! Accounts (tenants) and API keys.
 //!
-//! Accounts and inboxes declared in config are upserted at start under ids derived from their
-//! slugs, so every node converges on the same rows whatever order they start in.
+//! Accounts declared in config are upserted at start under ids derived from their slugs, so
+//! every node converges on the same rows whatever order they start in. Inbox rows live in
+//! [`super::inboxes`].
 
 use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::ids;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Inbox {
-    pub id: String,
-    pub account_id: String,
-    pub slug: String,
-    pub channel: String,
-    pub name: String,
-    pub provider_ref: Option<String>,
-}
 
 /// What an API key proves about its bearer.
 #[derive(Debug, Clone)]
@@ -53,27 +44,6 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|r| r.get::<String, _>(0)))
-    }
-
-    /// Creates or updates an inbox declared in config.
-    pub async fn upsert_inbox(&self, inbox: &Inbox) -> Result<(), StoreError> {
-        let now = ids::now_ms();
-        sqlx::query(
-            "INSERT INTO inboxes (id, account_id, slug, channel, name, provider_ref, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
-             ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, channel = excluded.channel, \
-             name = excluded.name, provider_ref = excluded.provider_ref, updated_at = excluded.updated_at",
-        )
-        .bind(&inbox.id)
-        .bind(&inbox.account_id)
-        .bind(&inbox.slug)
-        .bind(&inbox.channel)
-        .bind(&inbox.name)
-        .bind(inbox.provider_ref.as_deref())
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        Ok(())
     }
 
     /// Stores a new API key by its hash; the key itself is never stored.

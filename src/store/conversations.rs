@@ -96,6 +96,9 @@ pub struct Target<'a> {
     pub inbox_id: &'a str,
     pub channel: &'a str,
     pub event_id: &'a str,
+    /// A new conversation starts in the inbox's team and branch.
+    pub team_id: Option<&'a str>,
+    pub branch_id: Option<&'a str>,
 }
 
 /// Column lists as macros so that queries stay `&'static str` (sqlx refuses unaudited dynamic
@@ -597,8 +600,8 @@ async fn open_conversation(
     let id = ids::new(ids::CONVERSATION);
     let created = sqlx::query(
         "INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, priority, \
-         last_message_at, last_inbound_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'open', 0, $6, $6, $7, $7) ON CONFLICT DO NOTHING",
+         last_message_at, last_inbound_at, created_at, updated_at, team_id, branch_id) \
+         VALUES ($1, $2, $3, $4, $5, 'open', 0, $6, $6, $7, $7, $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(&id)
     .bind(target.account_id)
@@ -607,6 +610,8 @@ async fn open_conversation(
     .bind(target.channel)
     .bind(sent_at)
     .bind(now)
+    .bind(target.team_id)
+    .bind(target.branch_id)
     .execute(&mut **tx)
     .await?
     .rows_affected()

@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod api_keys;
 pub mod audit;
 pub mod inbound;
+pub mod inboxes;
 pub mod org;
 pub mod privacy;
 pub mod reports;

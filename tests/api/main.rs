@@ -12,6 +12,7 @@ mod bad_input;
 mod durability;
 mod exactly_once;
 mod health;
+mod inboxes;
 mod limits;
 mod privacy;
 mod twilio;
