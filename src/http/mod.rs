@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod health;
+pub mod openapi;
 pub mod reports;
 pub mod webchat;
 pub mod webhooks;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(reports::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {

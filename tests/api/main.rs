@@ -9,6 +9,7 @@ mod bad_input;
 mod durability;
 mod exactly_once;
 mod health;
+mod openapi;
 mod privacy;
 mod twilio;
 mod webchat;
