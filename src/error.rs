@@ -9,6 +9,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tracing::error;
 
@@ -140,16 +141,37 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// The body of every error response. The same type serializes the response and describes it
+/// in the OpenAPI document, so the two cannot drift.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine code in snake_case, e.g. `validation_failed`, `missing_credentials`.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    /// Human-readable explanation; not stable, do not match on it.
+    pub message: String,
+    /// Structured detail, e.g. `{"field":"limit","message":"…"}` for a validation failure.
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<Value>,
+    /// Also sent as the `X-Correlation-Id` response header; quote it when reporting a problem.
+    pub correlation_id: String,
+}
+
 /// Builds the envelope; also used for responses that do not come from a handler.
 pub fn envelope(status: StatusCode, code: &str, message: &str, details: &[Value]) -> Response {
-    let body = json!({
-        "error": {
-            "code": code,
-            "message": message,
-            "details": details,
-            "correlation_id": correlation_id(),
-        }
-    });
+    let body = ErrorEnvelope {
+        error: ErrorBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            details: details.to_vec(),
+            correlation_id: correlation_id(),
+        },
+    };
     (status, Json(body)).into_response()
 }
 

@@ -12,13 +12,30 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::ingest::account_topic;
-use crate::store::conversations::{Conversation, ConversationFilter};
+use crate::store::conversations::{Contact, Conversation, ConversationFilter, Message};
+use crate::store::inbound::EventSummary;
+use crate::store::privacy::Erasure;
+
+/// This module's part of the OpenAPI document (merged by `super::openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_conversations,
+    get_conversation,
+    list_messages,
+    reply,
+    assign,
+    get_contact,
+    erase_contact,
+    list_events
+))]
+pub struct ConversationsApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -82,13 +99,58 @@ impl ListQuery {
     }
 }
 
-/// The list envelope; `items` holds one row more than `limit` when another page exists.
-pub(crate) fn page<T: Serialize>(
+/// The paging parameters every list takes. Documentation only: the lists parse [`ListQuery`],
+/// which also rejects the filters a list does not have.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PageParams {
+    /// Page size, 1 to 100.
+    #[param(default = 25, minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page; omit for the first page.
+    cursor: Option<String>,
+}
+
+/// One page of conversations, most recently created first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationPage {
+    pub data: Vec<Conversation>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of a conversation's messages, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub data: Vec<Message>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One page of raw inbound events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InboundEventPage {
+    pub data: Vec<EventSummary>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A conversation with its contact (null when the contact is outside the caller's scope).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub contact: Option<Contact>,
+}
+
+/// Cuts a page fetched with one extra row (to know whether another page exists) to `limit`,
+/// and names the cursor of the next page.
+pub(crate) fn cut_page<T>(
     mut items: Vec<T>,
     limit: i64,
     cursor_of: impl Fn(&T) -> String,
-) -> Json<Value> {
-    // One extra row was fetched to know whether another page exists.
+) -> (Vec<T>, Option<String>) {
     let more = items.len() as i64 > limit;
     items.truncate(limit as usize);
     let next = if more {
@@ -96,7 +158,17 @@ pub(crate) fn page<T: Serialize>(
     } else {
         None
     };
-    Json(json!({ "data": items, "next_cursor": next }))
+    (items, next)
+}
+
+/// The list envelope `{"data":[…],"next_cursor":…}` from a page fetched with one extra row.
+pub(crate) fn page<T: Serialize>(
+    items: Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> Json<Value> {
+    let (data, next_cursor) = cut_page(items, limit, cursor_of);
+    Json(json!({ "data": data, "next_cursor": next_cursor }))
 }
 
 fn check_status(status: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
@@ -119,11 +191,33 @@ pub(crate) fn id_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<Str
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations",
+    tag = "conversations",
+    summary = "List conversations",
+    description = "The conversations within the caller's `view_conversations` scope.",
+    params(
+        PageParams,
+        ("status" = Option<String>, Query, description = "Only conversations in this status: `open`, `pending`, `snoozed` or `resolved`."),
+        ("inbox" = Option<String>, Query, description = "Only conversations of this inbox (its slug or id)."),
+        ("assignee" = Option<String>, Query, description = "Only conversations assigned to this user id."),
+        ("team" = Option<String>, Query, description = "Only conversations of this team id."),
+    ),
+    responses(
+        (status = 200, description = "One page of conversations.", body = ConversationPage),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`.", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit`, `cursor`, `status` or `inbox`, or an unknown query parameter.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list_conversations(
     State(state): State<AppState>,
     who: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationPage>, ApiError> {
     let limit = query.limit()?;
     check_status(
         query.status.as_deref(),
@@ -158,14 +252,30 @@ async fn list_conversations(
             limit + 1,
         )
         .await?;
-    Ok(page(items, limit, |c| c.id.clone()))
+    let (data, next_cursor) = cut_page(items, limit, |c| c.id.clone());
+    Ok(Json(ConversationPage { data, next_cursor }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    summary = "Get a conversation",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    responses(
+        (status = 200, description = "The conversation and its contact.", body = ConversationDetail),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`.", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn get_conversation(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationDetail>, ApiError> {
     let scope = who.require(Permission::ViewConversations)?;
     let conversation =
         visible_conversation(&state, &who, Permission::ViewConversations, &id).await?;
@@ -173,17 +283,34 @@ async fn get_conversation(
         .store
         .get_contact(&who.account_id, &scope, &conversation.contact_id)
         .await?;
-    let mut value = serde_json::to_value(&conversation).map_err(ApiError::internal)?;
-    value["contact"] = serde_json::to_value(contact).map_err(ApiError::internal)?;
-    Ok(Json(value))
+    Ok(Json(ConversationDetail {
+        conversation,
+        contact,
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    summary = "List a conversation's messages",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`)."), PageParams),
+    responses(
+        (status = 200, description = "One page of messages, oldest first.", body = MessagePage),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`.", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list_messages(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MessagePage>, ApiError> {
     query.reject_filters(&[])?;
     let limit = query.limit()?;
     visible_conversation(&state, &who, Permission::ViewConversations, &id).await?;
@@ -203,9 +330,10 @@ async fn list_messages(
             limit + 1,
         )
         .await?;
-    Ok(page(items, limit, |m| {
+    let (data, next_cursor) = cut_page(items, limit, |m| {
         URL_SAFE_NO_PAD.encode(format!("{}|{}", m.sent_at_ms, m.id))
-    }))
+    });
+    Ok(Json(MessagePage { data, next_cursor }))
 }
 
 fn decode_message_cursor(cursor: &str) -> Option<(i64, String)> {
@@ -214,27 +342,59 @@ fn decode_message_cursor(cursor: &str) -> Option<(i64, String)> {
     Some((ts.parse().ok()?, id.to_owned()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/{id}",
+    tag = "contacts",
+    summary = "Get a contact",
+    params(("id" = String, Path, description = "Contact id.")),
+    responses(
+        (status = 200, description = "The contact with its channel identities.", body = Contact),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`.", body = ErrorEnvelope),
+        (status = 404, description = "No such contact within the caller's scope.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn get_contact(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Contact>, ApiError> {
     let scope = who.require(Permission::ViewConversations)?;
     let contact = state
         .store
         .get_contact(&who.account_id, &scope, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
-    Ok(Json(
-        serde_json::to_value(contact).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(contact))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/inbound-events",
+    tag = "inbound-events",
+    summary = "List raw inbound events",
+    description = "The inbound event log: every signed provider request as received, with a preview of its raw body. Requires `export_raw_data`.",
+    params(
+        PageParams,
+        ("status" = Option<String>, Query, description = "Only events in this status: `received`, `processed`, `unrouted` or `quarantined`."),
+    ),
+    responses(
+        (status = 200, description = "One page of events, newest first.", body = InboundEventPage),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `export_raw_data`.", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit`, `cursor` or `status`, or a query parameter this list does not take.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list_events(
     State(state): State<AppState>,
     who: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InboundEventPage>, ApiError> {
     // Raw provider payloads are personal data in bulk: the export permission guards them.
     who.require(Permission::ExportRawData)?;
     query.reject_filters(&["status"])?;
@@ -253,7 +413,8 @@ async fn list_events(
             limit + 1,
         )
         .await?;
-    Ok(page(items, limit, |e| e.id.clone()))
+    let (data, next_cursor) = cut_page(items, limit, |e| e.id.clone());
+    Ok(Json(InboundEventPage { data, next_cursor }))
 }
 
 /// The conversation `id` if the caller holds `permission` over it: 403 without the permission,
@@ -286,20 +447,41 @@ async fn publish(state: &AppState, account_id: &str, kind: &str, data: Value) {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplyBody {
-    text: String,
+pub struct ReplyBody {
+    /// 1 to 4096 characters after trimming.
+    pub text: String,
 }
 
 /// An agent's reply. It is recorded as a `pending` outbound message; delivery to the provider
 /// is the outbound worker's.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    summary = "Reply to the customer",
+    description = "Records an agent's text reply as a `pending` outbound message; the outbound worker delivers it. Requires `reply_to_customer`.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    request_body = ReplyBody,
+    responses(
+        (status = 201, description = "The reply was recorded.", body = Message),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reply_to_customer`.", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "`text` is missing, empty or longer than 4096 characters, or the body has unknown fields.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn reply(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Message>), ApiError> {
     let conversation = visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
     let body: ReplyBody = parse_json(&body)?;
     let text = body.text.trim();
@@ -320,26 +502,46 @@ async fn reply(
         .insert_reply(&conversation, who.user_id.as_deref(), &content)
         .await?;
     let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
-    publish(&state, &who.account_id, "message.created", value.clone()).await;
-    Ok((StatusCode::CREATED, Json(value)))
+    publish(&state, &who.account_id, "message.created", value).await;
+    Ok((StatusCode::CREATED, Json(message)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AssignBody {
+pub struct AssignBody {
     /// A user id, or null to unassign.
-    assignee_id: Option<String>,
+    pub assignee_id: Option<String>,
 }
 
 /// Reassigns a conversation. The conversation must be in the caller's reassign scope, and so
 /// must the assignee: a team lead assigns within their teams, a branch manager within their
 /// branch.
+#[utoipa::path(
+    put,
+    path = "/v1/conversations/{id}/assignment",
+    tag = "conversations",
+    summary = "Reassign a conversation",
+    description = "Sets or clears the assignee. Both the conversation and the assignee must be within the caller's `reassign_conversations` scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    request_body = AssignBody,
+    responses(
+        (status = 200, description = "The updated conversation.", body = Conversation),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reassign_conversations`.", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "`assignee_id` is not an active user within the caller's scope, or the body does not fit.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn assign(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     RawBody(body): RawBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Conversation>, ApiError> {
     let scope = who.require(Permission::ReassignConversations)?;
     let conversation =
         visible_conversation(&state, &who, Permission::ReassignConversations, &id).await?;
@@ -374,22 +576,32 @@ async fn assign(
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
-    publish(
-        &state,
-        &who.account_id,
-        "conversation.assigned",
-        value.clone(),
-    )
-    .await;
-    Ok(Json(value))
+    publish(&state, &who.account_id, "conversation.assigned", value).await;
+    Ok(Json(updated))
 }
 
 /// Data-subject erasure (requires the export-raw-data permission).
+#[utoipa::path(
+    delete,
+    path = "/v1/contacts/{id}",
+    tag = "contacts",
+    summary = "Erase a contact's personal data",
+    description = "Data-subject erasure: removes the contact's personal data, every message's content and the raw provider bodies, keeping the conversation structure and the audit trail. Idempotent. Requires `export_raw_data`.",
+    params(("id" = String, Path, description = "Contact id.")),
+    responses(
+        (status = 200, description = "What the erasure touched (counts only).", body = Erasure),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `export_raw_data`.", body = ErrorEnvelope),
+        (status = 404, description = "No such contact in the caller's account.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn erase_contact(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Erasure>, ApiError> {
     who.require(Permission::ExportRawData)?;
     let record = who.audit("contact.erased", "contact", Some(&id));
     let erasure = state
@@ -397,7 +609,5 @@ async fn erase_contact(
         .erase_contact(&who.account_id, &id, record)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
-    Ok(Json(
-        serde_json::to_value(erasure).map_err(ApiError::internal)?,
-    ))
+    Ok(Json(erasure))
 }

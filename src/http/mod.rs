@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod inboxes;
+pub mod openapi;
 pub mod reports;
 pub mod webchat;
 pub mod webhooks;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(inboxes::routes())
         .merge(health::routes())
+        .merge(openapi::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {

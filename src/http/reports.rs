@@ -9,9 +9,14 @@ use serde::Deserialize;
 
 use super::{ApiQuery, AppState, parse_instant};
 use crate::access::{Permission, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::reports::SlaReport;
+
+/// This module's part of the OpenAPI document (merged by `super::openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(sla))]
+pub struct ReportsApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/reports/sla", get(sla))
@@ -19,8 +24,9 @@ pub fn routes() -> Router<AppState> {
 
 const DAY_MS: i64 = 86_400_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SlaQuery {
     /// RFC 3339 or Unix milliseconds; default: 7 days before `until`.
     since: Option<String>,
@@ -28,6 +34,22 @@ struct SlaQuery {
     until: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/sla",
+    tag = "reports",
+    summary = "SLA report",
+    description = "Volumes and first-response times over the conversations created in the window that the caller's `view_sla_reports` scope reaches, in total and per assignee. The window is at most 366 days.",
+    params(SlaQuery),
+    responses(
+        (status = 200, description = "The report.", body = SlaReport),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_sla_reports`.", body = ErrorEnvelope),
+        (status = 422, description = "`since`/`until` unparseable, `since` not before `until`, a window over 366 days, or an unknown query parameter.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
 async fn sla(
     State(state): State<AppState>,
     who: Principal,

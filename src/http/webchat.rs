@@ -15,14 +15,14 @@ use axum::routing::post;
 use axum::{Json, Router};
 use rand::distr::{Alphanumeric, SampleString};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use switchboard_connectors::{Channel, webchat};
 use switchboard_workers::SourceKind;
+use utoipa::ToSchema;
 
 use super::{AppState, RawBody, parse_json};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::inboxes::InboxRuntime;
 use crate::store::inbound::NewEvent;
@@ -32,19 +32,50 @@ use crate::store::webchat::VisitorSession;
 const SESSION_TTL_MS: i64 = 30 * 24 * 3600 * 1000;
 const MAX_TEXT_CHARS: usize = 4096;
 
+/// This module's part of the OpenAPI document (merged by `super::openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(start_session, post_message))]
+pub struct WebchatApi;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/webchat/{inbox}/sessions", post(start_session))
         .route("/v1/webchat/{inbox}/messages", post(post_message))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A new visitor session; every field is optional and an anonymous visitor may send no body.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SessionIn {
+    /// The business's own id for a known customer (at most 256 characters); needs
+    /// `identifier_hash` and an inbox with an identity secret.
     identifier: Option<String>,
+    /// Hex HMAC-SHA256 of `identifier` under the inbox's identity secret, computed server-side.
     identifier_hash: Option<String>,
+    /// At most 256 characters.
     name: Option<String>,
+    /// At most 320 characters.
     email: Option<String>,
+}
+
+/// A started visitor session.
+#[derive(Debug, Serialize, ToSchema)]
+struct SessionOut {
+    /// Send as `Authorization: Bearer <visitor_token>` with visitor messages; shown only once.
+    visitor_token: String,
+    visitor_id: String,
+    /// Whether the session is bound to a verified `identifier`.
+    identified: bool,
+    expires_at_ms: i64,
+}
+
+/// What a visitor message answers once it is durable.
+#[derive(Debug, Serialize, ToSchema)]
+struct MessageAccepted {
+    /// `accepted` when the message is new, `duplicate` for a retried `client_message_id`.
+    #[schema(example = "accepted")]
+    status: &'static str,
+    client_message_id: String,
 }
 
 fn webchat_inbox(state: &AppState, slug: &str) -> Result<Arc<InboxRuntime>, ApiError> {
@@ -73,6 +104,24 @@ fn optional_text(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webchat/{inbox}/sessions",
+    tag = "webchat",
+    summary = "Start a visitor session",
+    description = "Called by the web-chat widget. Anonymous, or bound to a customer the business knows through `identifier` + `identifier_hash`. Sessions last 30 days.",
+    params(("inbox" = String, Path, description = "The web-chat inbox's slug.")),
+    request_body(content = Option<SessionIn>, description = "May be empty for an anonymous visitor."),
+    responses(
+        (status = 201, description = "The session and its visitor token.", body = SessionOut),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "`identifier_hash` does not match `identifier` (`invalid_identifier_hash`).", body = ErrorEnvelope),
+        (status = 404, description = "No such web-chat inbox.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "A field is empty or too long, `identifier` and `identifier_hash` are not given together, the inbox cannot verify identities, or an unknown field.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 async fn start_session(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -128,23 +177,46 @@ async fn start_session(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "visitor_token": token,
-            "visitor_id": session.visitor_id,
-            "identified": session.identifier.is_some(),
-            "expires_at_ms": session.expires_at_ms,
-        })),
+        Json(SessionOut {
+            visitor_token: token,
+            identified: session.identifier.is_some(),
+            expires_at_ms: session.expires_at_ms,
+            visitor_id: session.visitor_id,
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageIn {
+    /// The widget's id for this message (1 to 128 characters): a retry with the same id is
+    /// recorded once.
     client_message_id: String,
+    /// 1 to 4096 characters.
     text: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/webchat/{inbox}/messages",
+    tag = "webchat",
+    summary = "Send a visitor message",
+    description = "Takes the same durable path as provider webhooks; `client_message_id` makes a retried send idempotent. Authenticated by the visitor token from the session, not by an API credential.",
+    params(("inbox" = String, Path, description = "The web-chat inbox's slug.")),
+    request_body = MessageIn,
+    responses(
+        (status = 202, description = "The message is durable (or was already) and will be routed.", body = MessageAccepted),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "The visitor token is missing (`missing_visitor_token`), unknown or expired (`invalid_visitor_token`).", body = ErrorEnvelope),
+        (status = 404, description = "No such web-chat inbox.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "`client_message_id` or `text` is missing, empty or too long, or an unknown field.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "The message could not be made durable; retry.", body = ErrorEnvelope),
+    ),
+    security(("visitor_token" = [])),
+)]
 async fn post_message(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -217,7 +289,10 @@ async fn post_message(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "status": accepted.as_str(), "client_message_id": id })),
+        Json(MessageAccepted {
+            status: accepted.as_str(),
+            client_message_id: id.to_owned(),
+        }),
     )
         .into_response())
 }

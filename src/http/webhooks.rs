@@ -12,16 +12,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::ExposeSecret;
-use serde_json::json;
 use subtle::ConstantTimeEq;
 use switchboard_connectors::{Channel, SignatureError, twilio, whatsapp};
 use switchboard_workers::SourceKind;
 use tracing::warn;
 
 use super::{AppState, RawBody};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::intake::event_key;
 use crate::store::inbound::NewEvent;
+
+/// This module's part of the OpenAPI document (merged by `super::openapi::document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(whatsapp_handshake, whatsapp_events, twilio_message, twilio_status))]
+pub struct WebhooksApi;
+
+/// What a WhatsApp events webhook answers once the body is durable.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookAck {
+    /// `accepted` when the event is new, `duplicate` when it was already recorded.
+    #[schema(example = "accepted")]
+    pub status: &'static str,
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -34,6 +46,25 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Meta's verification handshake: echo `hub.challenge` when `hub.verify_token` matches.
+#[utoipa::path(
+    get,
+    path = "/webhooks/whatsapp/{app}",
+    tag = "webhooks",
+    summary = "WhatsApp verification handshake",
+    description = "Meta's subscription check: answers `hub.challenge` as plain text when `hub.mode` is `subscribe` and `hub.verify_token` matches the app's verify token.",
+    params(
+        ("app" = String, Path, description = "The WhatsApp app's name in the hub's config."),
+        ("hub.mode" = String, Query, description = "Must be `subscribe`."),
+        ("hub.verify_token" = String, Query, description = "The app's configured verify token."),
+        ("hub.challenge" = String, Query, description = "Echoed back on success."),
+    ),
+    responses(
+        (status = 200, description = "The challenge, echoed.", body = String, content_type = "text/plain"),
+        (status = 403, description = "The verify token does not match, or `hub.mode`/`hub.challenge` is missing.", body = ErrorEnvelope),
+        (status = 404, description = "No such WhatsApp app.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+)]
 async fn whatsapp_handshake(
     State(state): State<AppState>,
     Path(app): Path<String>,
@@ -64,6 +95,32 @@ async fn whatsapp_handshake(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/whatsapp/{app}",
+    tag = "webhooks",
+    summary = "WhatsApp Cloud API events",
+    description = "Meta's webhook delivery. The signature is checked on the raw body bytes before anything is parsed; the body is then made durable (exactly once per provider event) before the answer. A signed body that cannot be read is still kept, and quarantined.",
+    params(
+        ("app" = String, Path, description = "The WhatsApp app's name in the hub's config."),
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the raw body under the app secret."),
+    ),
+    request_body(
+        content = Object,
+        content_type = "application/json",
+        description = "Meta's webhook payload (`{\"object\":\"whatsapp_business_account\",\"entry\":[…]}`), verbatim: the signature covers the exact bytes.",
+    ),
+    responses(
+        (status = 200, description = "The event is durable (or was already).", body = WebhookAck),
+        (status = 400, description = "The body could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "The signature header is missing or malformed (`invalid_signature`).", body = ErrorEnvelope),
+        (status = 403, description = "The signature does not match.", body = ErrorEnvelope),
+        (status = 404, description = "No such WhatsApp app.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "The event could not be made durable; retry.", body = ErrorEnvelope),
+    ),
+)]
 async fn whatsapp_events(
     State(state): State<AppState>,
     Path(app): Path<String>,
@@ -100,12 +157,44 @@ async fn whatsapp_events(
             &keys,
         )
         .await?;
-    Ok(Json(json!({ "status": accepted.as_str() })).into_response())
+    Ok(Json(WebhookAck {
+        status: accepted.as_str(),
+    })
+    .into_response())
 }
 
 /// The empty TwiML document: Switchboard replies asynchronously through the REST API.
 const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/twilio/{inbox}",
+    tag = "webhooks",
+    summary = "Twilio incoming message",
+    description = "Twilio's incoming-message webhook for an SMS inbox. The `X-Twilio-Signature` is checked against the configured public URL and the parameters (form bodies) or the body hash (JSON bodies, signalled by a `bodySHA256` query parameter) before anything is stored. Answers an empty TwiML document: replies go out through the REST API.",
+    params(
+        ("inbox" = String, Path, description = "The SMS inbox's slug."),
+        ("bodySHA256" = Option<String>, Query, description = "Present when Twilio sends a JSON body: the hex SHA-256 of the body, covered by the signature."),
+        ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 under the inbox's auth token of the URL (plus, for form bodies, the sorted parameters)."),
+    ),
+    request_body(
+        description = "Twilio's message parameters (`MessageSid`, `From`, `To`, `Body`, …), usually form-encoded; a raw JSON body when `bodySHA256` is in the URL.",
+        content(
+            (Object = "application/x-www-form-urlencoded"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The event is durable (or was already): an empty TwiML `<Response/>`.", body = String, content_type = "text/xml"),
+        (status = 400, description = "The body could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "The signature header is missing or malformed (`invalid_signature`).", body = ErrorEnvelope),
+        (status = 403, description = "The signature does not match.", body = ErrorEnvelope),
+        (status = 404, description = "No such SMS inbox.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "The event could not be made durable; retry.", body = ErrorEnvelope),
+    ),
+)]
 async fn twilio_message(
     state: State<AppState>,
     path: Path<String>,
@@ -116,6 +205,35 @@ async fn twilio_message(
     twilio_event(state, path, uri, headers, body, SourceKind::TwilioMessage).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/twilio/{inbox}/status",
+    tag = "webhooks",
+    summary = "Twilio status callback",
+    description = "Twilio's delivery-status callback for messages sent from an SMS inbox (`MessageSid`, `MessageStatus`, …). Signed and answered like the incoming-message webhook.",
+    params(
+        ("inbox" = String, Path, description = "The SMS inbox's slug."),
+        ("bodySHA256" = Option<String>, Query, description = "Present when Twilio sends a JSON body: the hex SHA-256 of the body, covered by the signature."),
+        ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 under the inbox's auth token of the URL (plus, for form bodies, the sorted parameters)."),
+    ),
+    request_body(
+        description = "Twilio's status parameters, usually form-encoded; a raw JSON body when `bodySHA256` is in the URL.",
+        content(
+            (Object = "application/x-www-form-urlencoded"),
+            (Object = "application/json"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "The event is durable (or was already): an empty TwiML `<Response/>`.", body = String, content_type = "text/xml"),
+        (status = 400, description = "The body could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "The signature header is missing or malformed (`invalid_signature`).", body = ErrorEnvelope),
+        (status = 403, description = "The signature does not match.", body = ErrorEnvelope),
+        (status = 404, description = "No such SMS inbox.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 503, description = "The event could not be made durable; retry.", body = ErrorEnvelope),
+    ),
+)]
 async fn twilio_status(
     state: State<AppState>,
     path: Path<String>,

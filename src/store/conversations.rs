@@ -18,7 +18,7 @@ use crate::ids;
 /// Statuses that count as "open" for threading: anything not resolved.
 const RESOLVED: &str = "resolved";
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub account_id: String,
@@ -36,13 +36,15 @@ pub struct Conversation {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,
     pub inbox_id: String,
     pub direction: String,
     pub content_type: String,
+    /// The normalized content, tagged by `type` (`text`, `image`, …; `erased` after erasure).
+    #[schema(value_type = Object)]
     pub content: serde_json::Value,
     pub provider_message_id: Option<String>,
     pub reply_to: Option<String>,
@@ -53,13 +55,13 @@ pub struct Message {
     pub created_at_ms: i64,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Identity {
     pub kind: String,
     pub value: String,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Contact {
     pub id: String,
     pub name: Option<String>,

@@ -50,7 +50,7 @@ pub struct EventRow {
     pub body: bytes::Bytes,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EventSummary {
     pub id: String,
     pub channel: String,

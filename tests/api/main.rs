@@ -14,6 +14,7 @@ mod exactly_once;
 mod health;
 mod inboxes;
 mod limits;
+mod openapi;
 mod privacy;
 mod twilio;
 mod webchat;

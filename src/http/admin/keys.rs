@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{admin, name_field};
 use crate::access::Principal;
 use crate::auth::mint_key;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::api::{id_cursor, page, page_limit};
 use crate::http::{ApiQuery, AppState, RawBody, parse_json};
 use crate::ids;
@@ -118,8 +118,8 @@ fn expiry(value: Option<&Value>, now_ms: i64) -> Result<Option<i64>, ApiError> {
     request_body = ApiKeyIn,
     responses(
         (status = 201, description = "The key, shown once, and its record", body = ApiKeyCreated),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -170,7 +170,7 @@ pub(super) async fn create_key(
     params(PageQuery),
     responses(
         (status = 200, description = "One page of keys, by id", body = ApiKeyPage),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -195,8 +195,8 @@ pub(super) async fn list_keys(
     params(("id" = String, Path, description = "API key id (key_…)")),
     responses(
         (status = 200, description = "The key's record", body = ApiKeyOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such key in the account", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such key in the account", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -219,9 +219,9 @@ pub(super) async fn get_key(
     params(("id" = String, Path, description = "API key id (key_…)")),
     responses(
         (status = 200, description = "The key is revoked; the next request with it is 401", body = ApiKeyOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such key in the account", body = super::ErrorBody),
-        (status = 409, description = "The key was already revoked", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such key in the account", body = ErrorEnvelope),
+        (status = 409, description = "The key was already revoked", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

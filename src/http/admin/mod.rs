@@ -78,7 +78,7 @@ pub fn routes() -> Router<AppState> {
         keys::ApiKeyOut,
         keys::ApiKeyCreated,
         keys::ApiKeyPage,
-        ErrorBody,
+        crate::error::ErrorEnvelope,
     )),
     tags((name = "admin", description = "Users, branches, teams, roles and API keys (requires manage_users)")),
     modifiers(&BearerAuth)
@@ -99,15 +99,6 @@ impl utoipa::Modify for BearerAuth {
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
     }
-}
-
-/// The error envelope, for the OpenAPI description: `{"error":{"code",…}}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// `{"code":"snake_case","message":"…","details":[…],"correlation_id":"…"}`
-    #[schema(value_type = Object)]
-    error: serde_json::Value,
 }
 
 /// Every admin route starts here: 403 unless the caller holds `manage_users`.

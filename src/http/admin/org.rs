@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{admin, dedup, duplicate, name_field, nullable};
 use crate::access::Principal;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::api::{id_cursor, page, page_limit};
 use crate::http::{ApiQuery, AppState, RawBody, parse_json};
 use crate::ids;
@@ -169,9 +169,9 @@ async fn check_branch(
     request_body = BranchIn,
     responses(
         (status = 201, description = "The branch was created", body = BranchOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 409, description = "The name is already taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -205,7 +205,7 @@ pub(super) async fn create_branch(
     params(PageQuery),
     responses(
         (status = 200, description = "One page of branches, by id", body = BranchPage),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -230,8 +230,8 @@ pub(super) async fn list_branches(
     params(("id" = String, Path, description = "Branch id (br_…)")),
     responses(
         (status = 200, description = "The branch", body = BranchOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such branch in the account", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such branch in the account", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -255,10 +255,10 @@ pub(super) async fn get_branch(
     request_body = BranchPatch,
     responses(
         (status = 200, description = "The updated branch", body = BranchOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such branch in the account", body = super::ErrorBody),
-        (status = 409, description = "The name is already taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such branch in the account", body = ErrorEnvelope),
+        (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -308,9 +308,9 @@ pub(super) async fn update_branch(
     request_body = TeamIn,
     responses(
         (status = 201, description = "The team was created", body = TeamOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 409, description = "The name is already taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -347,7 +347,7 @@ pub(super) async fn create_team(
     params(TeamQuery),
     responses(
         (status = 200, description = "One page of teams, by id", body = TeamPage),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -377,8 +377,8 @@ pub(super) async fn list_teams(
     params(("id" = String, Path, description = "Team id (team_…)")),
     responses(
         (status = 200, description = "The team with its member ids", body = TeamOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such team in the account", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such team in the account", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -403,10 +403,10 @@ pub(super) async fn get_team(
     request_body = TeamPatch,
     responses(
         (status = 200, description = "The updated team", body = TeamOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such team in the account", body = super::ErrorBody),
-        (status = 409, description = "The name is already taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such team in the account", body = ErrorEnvelope),
+        (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -469,9 +469,9 @@ pub(super) async fn update_team(
     request_body = MembersIn,
     responses(
         (status = 200, description = "The team with its new member ids", body = TeamOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such team in the account", body = super::ErrorBody),
-        (status = 422, description = "A user id is unknown (named in details)", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such team in the account", body = ErrorEnvelope),
+        (status = 422, description = "A user id is unknown (named in details)", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

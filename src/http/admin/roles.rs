@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 
 use super::{admin, duplicate, name_field};
 use crate::access::{self, BUILTIN_ROLES, Grants, Permission, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::{AppState, RawBody, parse_json};
 use crate::store::audit;
 use crate::store::roles::{self, Role};
@@ -145,7 +145,7 @@ fn read_only(id: &str) -> ApiError {
     get, path = "/v1/admin/roles", tag = "admin",
     responses(
         (status = 200, description = "The built-in roles, then the account's custom roles", body = RolePage),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -177,8 +177,8 @@ pub(super) async fn list_roles(
     params(("id" = String, Path, description = "A built-in role name or a custom role id (rol_…)")),
     responses(
         (status = 200, description = "The role", body = RoleOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such role in the account", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such role in the account", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -204,9 +204,9 @@ pub(super) async fn get_role(
     request_body = RoleIn,
     responses(
         (status = 201, description = "The custom role was created", body = RoleOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 409, description = "The name is taken (by a custom or a built-in role)", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid; grant errors name `grants.<permission>`", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 409, description = "The name is taken (by a custom or a built-in role)", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid; grant errors name `grants.<permission>`", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -243,10 +243,10 @@ pub(super) async fn create_role(
     request_body = RolePatch,
     responses(
         (status = 200, description = "The updated role; its holders get the new grants on their next request", body = RoleOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such role in the account", body = super::ErrorBody),
-        (status = 409, description = "A built-in role, or the name is taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid, or the change would drop the caller's own manage_users", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such role in the account", body = ErrorEnvelope),
+        (status = 409, description = "A built-in role, or the name is taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid, or the change would drop the caller's own manage_users", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -307,9 +307,9 @@ pub(super) async fn update_role(
     params(("id" = String, Path, description = "Custom role id (rol_…)")),
     responses(
         (status = 204, description = "The role was deleted"),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such role in the account", body = super::ErrorBody),
-        (status = 409, description = "A built-in role, or users or live API keys still hold it", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such role in the account", body = ErrorEnvelope),
+        (status = 409, description = "A built-in role, or users or live API keys still hold it", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]

@@ -12,7 +12,7 @@ use sqlx::AnyConnection;
 use super::{admin, dedup, duplicate, name_field, nullable};
 use crate::access::{Permission, Principal};
 use crate::auth::passwords;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::api::{id_cursor, page, page_limit};
 use crate::http::{ApiQuery, AppState, RawBody, parse_json};
 use crate::ids;
@@ -189,9 +189,9 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
     request_body = UserIn,
     responses(
         (status = 201, description = "The user was created", body = UserOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 409, description = "The email is already taken", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid (named in details)", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 409, description = "The email is already taken", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid (named in details)", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -260,8 +260,8 @@ pub(super) async fn create_user(
     params(UserQuery),
     responses(
         (status = 200, description = "One page of users, by id", body = UserPage),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 422, description = "A filter is invalid", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 422, description = "A filter is invalid", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -292,8 +292,8 @@ pub(super) async fn list_users(
     params(("id" = String, Path, description = "User id (usr_…)")),
     responses(
         (status = 200, description = "The user", body = UserOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such user in the account", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the account", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -317,9 +317,9 @@ pub(super) async fn get_user(
     request_body = UserPatch,
     responses(
         (status = 200, description = "The updated user", body = UserOut),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such user in the account", body = super::ErrorBody),
-        (status = 422, description = "A field is invalid, or the change would lock the caller out", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 422, description = "A field is invalid, or the change would lock the caller out", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
@@ -417,9 +417,9 @@ pub(super) async fn update_user(
     request_body = PasswordIn,
     responses(
         (status = 204, description = "The password was replaced and the user's sessions ended"),
-        (status = 403, description = "The caller lacks manage_users", body = super::ErrorBody),
-        (status = 404, description = "No such user in the account", body = super::ErrorBody),
-        (status = 422, description = "The password breaks a policy rule (named in the message)", body = super::ErrorBody),
+        (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 422, description = "The password breaks a policy rule (named in the message)", body = ErrorEnvelope),
     ),
     security(("bearer" = []))
 )]
