@@ -17,7 +17,7 @@ use super::admin::BearerAuth;
 use super::api::{id_cursor, page, page_limit};
 use super::{ApiQuery, AppState, parse_instant};
 use crate::access::{Permission, Principal};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::audit::{AuditFilter, AuditRecord};
 
@@ -40,7 +40,6 @@ pub fn routes() -> Router<AppState> {
 #[openapi(
     paths(list_audit, export_csv),
     components(schemas(AuditOut, AuditPage)),
-    tags((name = "audit", description = "The append-only audit log (requires view_audit_log)")),
     modifiers(&BearerAuth)
 )]
 pub struct AuditApi;
@@ -151,8 +150,10 @@ pub struct AuditPage {
     params(AuditQuery),
     responses(
         (status = 200, description = "One page of records, newest first", body = AuditPage),
-        (status = 403, description = "The caller lacks view_audit_log"),
-        (status = 422, description = "A filter is invalid (named in details)"),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The caller lacks view_audit_log", body = ErrorEnvelope),
+        (status = 422, description = "A filter is invalid (named in details)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -213,8 +214,10 @@ fn csv_row(r: &AuditRecord) -> [String; 12] {
     responses(
         (status = 200, description = "`text/csv` with a header row, newest first, at most 100 000 rows \
           (`X-Export-Row-Cap`; `X-Export-Truncated: true` when more matched)", content_type = "text/csv", body = String),
-        (status = 403, description = "The caller lacks view_audit_log"),
-        (status = 422, description = "A filter is invalid (named in details)"),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The caller lacks view_audit_log", body = ErrorEnvelope),
+        (status = 422, description = "A filter is invalid (named in details)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]

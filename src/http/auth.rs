@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 use super::{AppState, RawBody, parse_json};
 use crate::access::{ClientMeta, Grants, Principal};
 use crate::auth::{hash_key, passwords, tokens};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::audit::{Actor, AuditRecord};
 use crate::store::sessions::{NewSession, Rotation};
@@ -431,10 +431,12 @@ async fn login_failed(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Signed in; `Set-Cookie: sb_refresh=…` when the refresh token goes in a cookie", body = TokenResponse),
-        (status = 401, description = "`invalid_credentials` (wrong email or password, locked or inactive), `mfa_required` (send `totp_code` or `backup_code`), `invalid_mfa_code`"),
-        (status = 422, description = "The body does not fit"),
-        (status = 429, description = "Too many sign-in attempts from this address; see `Retry-After`")
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_credentials` (wrong email or password, locked or inactive), `mfa_required` (send `totp_code` or `backup_code`), `invalid_mfa_code`", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "The body does not fit", body = ErrorEnvelope),
+        (status = 429, description = "Too many sign-in attempts from this address", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
 )]
 async fn login(
     State(state): State<AppState>,
@@ -564,8 +566,10 @@ async fn login(
     request_body(content = RefreshRequest, description = "Optional when the `sb_refresh` cookie is sent"),
     responses(
         (status = 200, description = "Rotated; the new refresh token comes back the way the old one came", body = TokenResponse),
-        (status = 401, description = "`invalid_refresh_token`, `missing_refresh_token`, or `refresh_token_reused` (the whole session is revoked)")
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "`invalid_refresh_token`, `missing_refresh_token`, or `refresh_token_reused` (the whole session is revoked)", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+    ),
 )]
 async fn refresh(
     State(state): State<AppState>,
@@ -665,9 +669,11 @@ fn cleared_cookie(state: &AppState, response: Response) -> Result<Response, ApiE
     tag = "auth",
     responses(
         (status = 204, description = "Signed out; the refresh cookie is cleared"),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no session")
-    )
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no session", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn logout(State(state): State<AppState>, who: Principal) -> Result<Response, ApiError> {
     user_of(&who)?;
@@ -690,9 +696,11 @@ async fn logout(State(state): State<AppState>, who: Principal) -> Result<Respons
     tag = "auth",
     responses(
         (status = 200, description = "Every session revoked", body = SessionsRevoked),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no sessions")
-    )
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no sessions", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn logout_all(State(state): State<AppState>, who: Principal) -> Result<Response, ApiError> {
     let user_id = user_of(&who)?;
@@ -717,9 +725,11 @@ async fn logout_all(State(state): State<AppState>, who: Principal) -> Result<Res
     tag = "auth",
     responses(
         (status = 200, description = "The caller", body = MeResponse),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key is not a user")
-    )
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key is not a user", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<MeResponse>, ApiError> {
     let user_id = user_of(&who)?;
@@ -765,11 +775,14 @@ fn for_field(error: ApiError, field: &str) -> ApiError {
     request_body = PasswordChangeRequest,
     responses(
         (status = 200, description = "Changed; the other sessions are revoked", body = SessionsRevoked),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no password"),
-        (status = 422, description = "`current_password` is wrong, or `new_password` breaks a rule (named in the message)"),
-        (status = 429, description = "Too many password checks from this address")
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no password", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "`current_password` is wrong, or `new_password` breaks a rule (named in the message)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller, or too many password checks from this address", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn change_password(
     State(state): State<AppState>,
@@ -811,10 +824,12 @@ async fn change_password(
     tag = "auth",
     responses(
         (status = 200, description = "The secret to put in an authenticator app; confirm with /v1/auth/totp/verify", body = TotpEnrolment),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no user"),
-        (status = 422, description = "TOTP is already enabled")
-    )
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no user", body = ErrorEnvelope),
+        (status = 422, description = "TOTP is already enabled", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn totp_enrol(
     State(state): State<AppState>,
@@ -859,10 +874,14 @@ async fn totp_enrol(
     request_body = TotpCodeRequest,
     responses(
         (status = 200, description = "Enabled; the backup codes are shown only now", body = BackupCodes),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no user"),
-        (status = 422, description = "Wrong code, nothing enrolled, or already enabled")
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no user", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "Wrong code, nothing enrolled, or already enabled", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn totp_verify(
     State(state): State<AppState>,
@@ -908,11 +927,14 @@ async fn totp_verify(
     request_body = PasswordConfirmation,
     responses(
         (status = 204, description = "Disabled"),
-        (status = 401, description = "No valid access token"),
-        (status = 403, description = "An API key has no user"),
-        (status = 422, description = "Wrong password"),
-        (status = 429, description = "Too many password checks from this address")
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "An API key has no user", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "Wrong password", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller, or too many password checks from this address", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 async fn totp_disable(
     State(state): State<AppState>,

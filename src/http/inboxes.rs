@@ -24,7 +24,7 @@ use switchboard_connectors::Channel;
 use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::config::{is_e164, is_slug};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::inboxes::Credentials;
 use crate::store::audit;
@@ -256,10 +256,15 @@ async fn check_org(
     request_body = InboxIn,
     responses(
         (status = 201, description = "Created", body = InboxOut),
-        (status = 403, description = "The role lacks configure_routing"),
-        (status = 409, description = "Slug or provider number taken (details name the field)"),
-        (status = 422, description = "Invalid field (details name it)"),
-    )
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 409, description = "Slug or provider number taken (details name the field)", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "Invalid field (details name it)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 pub async fn create_inbox(
     State(state): State<AppState>,
@@ -396,7 +401,14 @@ pub async fn create_inbox(
         ("limit" = Option<i64>, Query, description = "1 to 100, default 25"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
-    responses((status = 200, description = "Inboxes by id, active or not", body = InboxList))
+    responses(
+        (status = 200, description = "Inboxes by id, active or not", body = InboxList),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 pub async fn list_inboxes(
     State(state): State<AppState>,
@@ -440,7 +452,14 @@ pub async fn list_inboxes(
     path = "/v1/admin/inboxes/{id}",
     tag = "inboxes",
     params(("id" = String, Path, description = "inb_…")),
-    responses((status = 200, body = InboxOut), (status = 404, description = "No such inbox"))
+    responses(
+        (status = 200, description = "The inbox", body = InboxOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 404, description = "No such inbox", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 pub async fn get_inbox(
     State(state): State<AppState>,
@@ -463,10 +482,16 @@ pub async fn get_inbox(
     params(("id" = String, Path, description = "inb_…")),
     request_body = InboxPatch,
     responses(
-        (status = 200, body = InboxOut),
-        (status = 404, description = "No such inbox"),
-        (status = 422, description = "Invalid field, or a field the config declares"),
-    )
+        (status = 200, description = "The changed inbox", body = InboxOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 404, description = "No such inbox", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
+        (status = 422, description = "Invalid field, or a field the config declares", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 pub async fn update_inbox(
     State(state): State<AppState>,
@@ -567,8 +592,12 @@ pub async fn update_inbox(
     params(("id" = String, Path, description = "inb_…")),
     responses(
         (status = 204, description = "Deactivated (or already inactive)"),
-        (status = 404, description = "No such inbox"),
-    )
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 404, description = "No such inbox", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
 )]
 pub async fn deactivate_inbox(
     State(state): State<AppState>,

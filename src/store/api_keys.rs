@@ -100,15 +100,7 @@ pub async fn lock_api_key(
     account_id: &str,
     id: &str,
 ) -> Result<Option<ApiKey>, StoreError> {
-    let touched = sqlx::query(
-        "UPDATE api_keys SET revoked_at = revoked_at WHERE account_id = $1 AND id = $2",
-    )
-    .bind(account_id)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::ApiKeys, account_id, id).await? {
         return Ok(None);
     }
     let row = sqlx::query(select_keys!("WHERE account_id = $1 AND id = $2"))

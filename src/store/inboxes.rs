@@ -134,14 +134,7 @@ pub async fn lock(
     account_id: &str,
     id: &str,
 ) -> Result<Option<InboxRow>, StoreError> {
-    let touched =
-        sqlx::query("UPDATE inboxes SET updated_at = updated_at WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::Inboxes, account_id, id).await? {
         return Ok(None);
     }
     let row = sqlx::query(concat!(

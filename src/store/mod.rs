@@ -54,6 +54,56 @@ impl StoreError {
     }
 }
 
+/// The rows admin mutations lock before reading their audit "before".
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Locked {
+    Users,
+    Teams,
+    Branches,
+    Roles,
+    Inboxes,
+    ApiKeys,
+}
+
+/// Takes the row lock of one account's row for the rest of the transaction and says whether
+/// the row exists. A no-op UPDATE works on both databases (SQLite has no `FOR UPDATE`; its
+/// `BEGIN IMMEDIATE` transaction already holds the write lock), so two concurrent edits
+/// serialise and each audit record's "before" is exactly the row that was replaced.
+pub(crate) async fn lock_row(
+    conn: &mut sqlx::AnyConnection,
+    table: Locked,
+    account_id: &str,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let sql = match table {
+        Locked::Users => {
+            "UPDATE users SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::Teams => {
+            "UPDATE teams SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::Branches => {
+            "UPDATE branches SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::Roles => {
+            "UPDATE roles SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::Inboxes => {
+            "UPDATE inboxes SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::ApiKeys => {
+            "UPDATE api_keys SET revoked_at = revoked_at WHERE account_id = $1 AND id = $2"
+        }
+    };
+    let touched = sqlx::query(sql)
+        .bind(account_id)
+        .bind(id)
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(touched > 0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,

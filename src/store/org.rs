@@ -168,15 +168,7 @@ pub async fn lock_branch(
     account_id: &str,
     id: &str,
 ) -> Result<Option<Branch>, StoreError> {
-    let touched = sqlx::query(
-        "UPDATE branches SET updated_at = updated_at WHERE account_id = $1 AND id = $2",
-    )
-    .bind(account_id)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::Branches, account_id, id).await? {
         return Ok(None);
     }
     let row = sqlx::query(
@@ -215,14 +207,7 @@ pub async fn lock_team(
     account_id: &str,
     id: &str,
 ) -> Result<Option<Team>, StoreError> {
-    let touched =
-        sqlx::query("UPDATE teams SET updated_at = updated_at WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::Teams, account_id, id).await? {
         return Ok(None);
     }
     let row = sqlx::query(

@@ -83,14 +83,7 @@ pub async fn lock_role(
     account_id: &str,
     id: &str,
 ) -> Result<Option<Role>, StoreError> {
-    let touched =
-        sqlx::query("UPDATE roles SET updated_at = updated_at WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::Roles, account_id, id).await? {
         return Ok(None);
     }
     fetch_role(conn, account_id, id).await

@@ -6,10 +6,9 @@
 //! the row lock, so two concurrent edits serialise and each audit `before` is exact; on SQLite
 //! the transaction already holds the write lock (`BEGIN IMMEDIATE`).
 
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::users::User;
+use super::users::{User, user};
 use super::{Store, StoreError};
 use crate::ids;
 
@@ -22,24 +21,6 @@ macro_rules! select_users {
             $rest
         )
     };
-}
-
-fn user(r: &AnyRow) -> User {
-    User {
-        id: r.get(0),
-        account_id: r.get(1),
-        email: r.get(2),
-        name: r.get(3),
-        role: r.get(4),
-        branch_id: r.get(5),
-        team_ids: Vec::new(),
-        active: r.get::<i64, _>(6) != 0,
-        totp_enabled: r.get::<i64, _>(7) != 0,
-        locked_until: r.get(8),
-        last_login_at: r.get(9),
-        created_at: r.get(10),
-        updated_at: r.get(11),
-    }
 }
 
 /// Filters of the admin user list; `None` means "any".
@@ -92,14 +73,7 @@ pub async fn lock_user(
     account_id: &str,
     id: &str,
 ) -> Result<Option<User>, StoreError> {
-    let touched =
-        sqlx::query("UPDATE users SET updated_at = updated_at WHERE account_id = $1 AND id = $2")
-            .bind(account_id)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-    if touched == 0 {
+    if !super::lock_row(conn, super::Locked::Users, account_id, id).await? {
         return Ok(None);
     }
     fetch_user(conn, account_id, id).await

@@ -66,7 +66,8 @@ macro_rules! user_columns {
     };
 }
 
-fn user(r: &AnyRow) -> User {
+/// A row of `user_columns!()` (also used by [`super::user_admin`]).
+pub(super) fn user(r: &AnyRow) -> User {
     User {
         id: r.get(0),
         account_id: r.get(1),

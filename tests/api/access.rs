@@ -283,7 +283,7 @@ async fn probe(
                     .await
             }
             _ => {
-                hub.call(Method::GET, "/v1/admin/inboxes/support-wa", token, None)
+                hub.call(Method::GET, "/v1/admin/inboxes/inb_support-wa", token, None)
                     .await
             }
         },
@@ -305,8 +305,40 @@ async fn role_scope_matrix(backend: Backend) {
     let site = Site::new(backend);
     let hub = TestHub::start(&site).await;
     let w = world(&site, &hub).await;
+    // A custom role from the same permissions, made over the admin API, walks the same matrix.
+    let custom = [
+        S::Branch,
+        S::Team,
+        S::No,
+        S::No,
+        S::No,
+        S::Branch,
+        S::No,
+        S::All,
+    ];
+    let (status, role) = hub
+        .call(
+            Method::POST,
+            "/v1/admin/roles",
+            &w.admin.token,
+            Some(json!({
+                "name": "night_shift",
+                "grants": {
+                    "view_conversations": "branch",
+                    "reply_to_customer": "team",
+                    "view_sla_reports": "branch",
+                    "view_audit_log": "all",
+                }
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let custom_id = role["id"].as_str().unwrap().to_owned();
+    let mut rows: Vec<(&str, [S; 8])> = MATRIX.to_vec();
+    rows.push((&custom_id, custom));
+
     let mut failures = Vec::new();
-    for (role, scopes) in MATRIX {
+    for (role, scopes) in rows {
         // Each role's caller sits where "inside" is: team 1, branch 1; the agent is agent_1,
         // to whom the inside conversation is assigned.
         let caller = match role {

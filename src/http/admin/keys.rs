@@ -118,8 +118,12 @@ fn expiry(value: Option<&Value>, now_ms: i64) -> Result<Option<i64>, ApiError> {
     request_body = ApiKeyIn,
     responses(
         (status = 201, description = "The key, shown once, and its record", body = ApiKeyCreated),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -170,7 +174,10 @@ pub(super) async fn create_key(
     params(PageQuery),
     responses(
         (status = 200, description = "One page of keys, by id", body = ApiKeyPage),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -195,8 +202,10 @@ pub(super) async fn list_keys(
     params(("id" = String, Path, description = "API key id (key_…)")),
     responses(
         (status = 200, description = "The key's record", body = ApiKeyOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such key in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -219,9 +228,11 @@ pub(super) async fn get_key(
     params(("id" = String, Path, description = "API key id (key_…)")),
     responses(
         (status = 200, description = "The key is revoked; the next request with it is 401", body = ApiKeyOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such key in the account", body = ErrorEnvelope),
         (status = 409, description = "The key was already revoked", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]

@@ -80,7 +80,6 @@ pub fn routes() -> Router<AppState> {
         keys::ApiKeyPage,
         crate::error::ErrorEnvelope,
     )),
-    tags((name = "admin", description = "Users, branches, teams, roles and API keys (requires manage_users)")),
     modifiers(&BearerAuth)
 )]
 pub struct AdminApi;

@@ -169,9 +169,13 @@ async fn check_branch(
     request_body = BranchIn,
     responses(
         (status = 201, description = "The branch was created", body = BranchOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -205,7 +209,10 @@ pub(super) async fn create_branch(
     params(PageQuery),
     responses(
         (status = 200, description = "One page of branches, by id", body = BranchPage),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -230,8 +237,10 @@ pub(super) async fn list_branches(
     params(("id" = String, Path, description = "Branch id (br_…)")),
     responses(
         (status = 200, description = "The branch", body = BranchOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such branch in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -255,10 +264,14 @@ pub(super) async fn get_branch(
     request_body = BranchPatch,
     responses(
         (status = 200, description = "The updated branch", body = BranchOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such branch in the account", body = ErrorEnvelope),
         (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -308,9 +321,13 @@ pub(super) async fn update_branch(
     request_body = TeamIn,
     responses(
         (status = 201, description = "The team was created", body = TeamOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -347,7 +364,10 @@ pub(super) async fn create_team(
     params(TeamQuery),
     responses(
         (status = 200, description = "One page of teams, by id", body = TeamPage),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -377,8 +397,10 @@ pub(super) async fn list_teams(
     params(("id" = String, Path, description = "Team id (team_…)")),
     responses(
         (status = 200, description = "The team with its member ids", body = TeamOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such team in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -403,10 +425,14 @@ pub(super) async fn get_team(
     request_body = TeamPatch,
     responses(
         (status = 200, description = "The updated team", body = TeamOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such team in the account", body = ErrorEnvelope),
         (status = 409, description = "The name is already taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -469,9 +495,13 @@ pub(super) async fn update_team(
     request_body = MembersIn,
     responses(
         (status = 200, description = "The team with its new member ids", body = TeamOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such team in the account", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A user id is unknown (named in details)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]

@@ -145,7 +145,9 @@ fn read_only(id: &str) -> ApiError {
     get, path = "/v1/admin/roles", tag = "admin",
     responses(
         (status = 200, description = "The built-in roles, then the account's custom roles", body = RolePage),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -177,8 +179,10 @@ pub(super) async fn list_roles(
     params(("id" = String, Path, description = "A built-in role name or a custom role id (rol_…)")),
     responses(
         (status = 200, description = "The role", body = RoleOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such role in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -204,9 +208,13 @@ pub(super) async fn get_role(
     request_body = RoleIn,
     responses(
         (status = 201, description = "The custom role was created", body = RoleOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 409, description = "The name is taken (by a custom or a built-in role)", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid; grant errors name `grants.<permission>`", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -243,10 +251,14 @@ pub(super) async fn create_role(
     request_body = RolePatch,
     responses(
         (status = 200, description = "The updated role; its holders get the new grants on their next request", body = RoleOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such role in the account", body = ErrorEnvelope),
         (status = 409, description = "A built-in role, or the name is taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid, or the change would drop the caller's own manage_users", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -307,9 +319,11 @@ pub(super) async fn update_role(
     params(("id" = String, Path, description = "Custom role id (rol_…)")),
     responses(
         (status = 204, description = "The role was deleted"),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such role in the account", body = ErrorEnvelope),
         (status = 409, description = "A built-in role, or users or live API keys still hold it", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]

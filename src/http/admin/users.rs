@@ -189,9 +189,13 @@ async fn hash_password(password: String) -> Result<String, ApiError> {
     request_body = UserIn,
     responses(
         (status = 201, description = "The user was created", body = UserOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 409, description = "The email is already taken", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid (named in details)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -260,8 +264,10 @@ pub(super) async fn create_user(
     params(UserQuery),
     responses(
         (status = 200, description = "One page of users, by id", body = UserPage),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 422, description = "A filter is invalid", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -292,8 +298,10 @@ pub(super) async fn list_users(
     params(("id" = String, Path, description = "User id (usr_…)")),
     responses(
         (status = 200, description = "The user", body = UserOut),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -317,9 +325,13 @@ pub(super) async fn get_user(
     request_body = UserPatch,
     responses(
         (status = 200, description = "The updated user", body = UserOut),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "A field is invalid, or the change would lock the caller out", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
@@ -417,9 +429,13 @@ pub(super) async fn update_user(
     request_body = PasswordIn,
     responses(
         (status = 204, description = "The password was replaced and the user's sessions ended"),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "The caller lacks manage_users", body = ErrorEnvelope),
         (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 422, description = "The password breaks a policy rule (named in the message)", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = []))
 )]
