@@ -74,8 +74,6 @@ CREATE TABLE sessions (
     ip           TEXT,
     user_agent   TEXT,
     created_at   BIGINT NOT NULL,
-    -- Set while a TOTP challenge is outstanding: the session cannot refresh until it is met.
-    mfa_pending  BIGINT NOT NULL DEFAULT 0,
     revoked_at   BIGINT,
     revoked_why  TEXT
 );

@@ -92,7 +92,7 @@ pub async fn authenticate(
         .store
         .session_user(&claims.sub, &claims.sid)
         .await?
-        .filter(|u| u.account_id == claims.acc && u.active && !u.session_revoked && !u.mfa_pending)
+        .filter(|u| u.account_id == claims.acc && u.active && !u.session_revoked)
         .ok_or_else(invalid)?;
     let grants = state
         .store

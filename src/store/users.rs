@@ -47,7 +47,6 @@ pub struct SessionUser {
     pub branch_id: Option<String>,
     pub active: bool,
     pub session_revoked: bool,
-    pub mfa_pending: bool,
 }
 
 pub struct NewUser<'a> {
@@ -188,7 +187,7 @@ impl Store {
         session_id: &str,
     ) -> Result<Option<SessionUser>, StoreError> {
         let row = sqlx::query(
-            "SELECT u.id, u.account_id, u.role, u.branch_id, u.active, s.revoked_at, s.mfa_pending \
+            "SELECT u.id, u.account_id, u.role, u.branch_id, u.active, s.revoked_at \
              FROM users u JOIN sessions s ON s.user_id = u.id WHERE u.id = $1 AND s.id = $2",
         )
         .bind(user_id)
@@ -202,7 +201,6 @@ impl Store {
             branch_id: r.get(3),
             active: r.get::<i64, _>(4) != 0,
             session_revoked: r.get::<Option<i64>, _>(5).is_some(),
-            mfa_pending: r.get::<i64, _>(6) != 0,
         }))
     }
 

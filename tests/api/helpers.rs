@@ -411,10 +411,7 @@ pub fn wa_text(id: &str, wa_id: &str, text: &str) -> String {
 /// A user made straight in the store, with a live session and a real access token.
 pub struct TestUser {
     pub id: String,
-    // Not read by any test yet; kept for the sign-in tests.
-    #[allow(dead_code)]
     pub email: String,
-    #[allow(dead_code)]
     pub password: String,
     pub token: String,
 }
