@@ -90,6 +90,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// How much a scope reaches, for comparing grants: all > branch > team > assigned/self.
+    fn reach(self) -> u8 {
+        match self {
+            Scope::All => 3,
+            Scope::Branch => 2,
+            Scope::Team => 1,
+            Scope::Assigned | Scope::Own => 0,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::All => "all",
@@ -109,6 +119,18 @@ pub struct Grants(pub BTreeMap<Permission, Scope>);
 impl Grants {
     pub fn scope(&self, permission: Permission) -> Option<Scope> {
         self.0.get(&permission).copied()
+    }
+
+    /// The first permission of `other` that these grants do not hold at the same or a wider
+    /// scope (None: `other` is covered).
+    pub fn missing_from(&self, other: &Grants) -> Option<Permission> {
+        other
+            .0
+            .iter()
+            .find_map(|(permission, scope)| match self.scope(*permission) {
+                Some(mine) if mine.reach() >= scope.reach() => None,
+                _ => Some(*permission),
+            })
     }
 
     /// Parses and validates a custom role's grants; errors name the permission.
@@ -247,7 +269,9 @@ impl ClientMeta {
                     .headers
                     .get("x-forwarded-for")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
+                    // The last entry is the one our proxy appended (the client's address as the
+                    // proxy saw it); earlier ones are whatever the client sent.
+                    .and_then(|v| v.rsplit(',').next())
                     .and_then(|v| v.trim().parse::<IpAddr>().ok())
             })
             .flatten();
@@ -310,6 +334,20 @@ impl Principal {
         })
     }
 
+    /// Refuses (403) to confer grants the caller does not hold itself, so holding
+    /// `manage_users` through a narrow custom role does not lead to `super_admin`: a role given
+    /// to a user or an API key, or written into a custom role, must be covered by the caller's
+    /// own grants.
+    pub fn may_confer(&self, grants: &Grants) -> Result<(), ApiError> {
+        match self.grants.missing_from(grants) {
+            None => Ok(()),
+            Some(permission) => Err(ApiError::Forbidden(format!(
+                "you cannot confer `{}` at a wider scope than you hold it",
+                permission.as_str()
+            ))),
+        }
+    }
+
     /// True when the caller holds `permission` at any scope.
     pub fn can(&self, permission: Permission) -> bool {
         self.grants.scope(permission).is_some()
@@ -365,6 +403,27 @@ mod tests {
             }
         }
         assert!(builtin("root").is_none());
+    }
+
+    #[test]
+    fn coverage_compares_scopes() {
+        let admin = builtin("super_admin").unwrap();
+        let lead = builtin("team_lead").unwrap();
+        let agent = builtin("agent").unwrap();
+        assert_eq!(admin.missing_from(&lead), None);
+        assert_eq!(
+            lead.missing_from(&agent),
+            None,
+            "team covers assigned and self"
+        );
+        assert_eq!(
+            agent.missing_from(&lead),
+            Some(Permission::ViewConversations)
+        );
+        assert_eq!(
+            builtin("operations").unwrap().missing_from(&admin),
+            Some(Permission::ManageUsers)
+        );
     }
 
     #[test]

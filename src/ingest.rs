@@ -36,7 +36,7 @@ pub fn account_topic(account_id: &str) -> String {
 
 impl Ingest {
     fn route(&self, event: &RawEvent, route: &RouteKey) -> Option<Arc<InboxRuntime>> {
-        match route {
+        let inbox = match route {
             RouteKey::PhoneNumberId { phone_number_id } => {
                 self.registry.whatsapp_inbox(phone_number_id)
             }
@@ -44,7 +44,10 @@ impl Ingest {
                 .inbox_id
                 .as_deref()
                 .and_then(|id| self.registry.inbox_by_id(id)),
-        }
+        };
+        // An event only reaches inboxes of the account whose secret signed it: one tenant's
+        // Meta app cannot post into another tenant's number by naming its phone_number_id.
+        inbox.filter(|i| i.account_id == event.account_id)
     }
 
     /// Routes an item; on a miss, reloads the registry once and tries again, so an inbox

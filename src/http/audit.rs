@@ -189,8 +189,19 @@ const CSV_HEADER: [&str; 12] = [
     "after",
 ];
 
+/// A cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, tab or CR is
+/// prefixed with `'` (OWASP's advice against CSV injection). Audit cells hold values anyone can
+/// choose, such as a failed login's user agent.
+fn inert(cell: String) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
 fn csv_row(r: &AuditRecord) -> [String; 12] {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let opt = |v: &Option<String>| inert(v.clone().unwrap_or_default());
     let json = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
     [
         r.id.clone(),
@@ -198,7 +209,7 @@ fn csv_row(r: &AuditRecord) -> [String; 12] {
         r.actor_type.clone(),
         opt(&r.actor_id),
         r.action.clone(),
-        r.entity_type.clone(),
+        inert(r.entity_type.clone()),
         opt(&r.entity_id),
         opt(&r.ip),
         opt(&r.user_agent),

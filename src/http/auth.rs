@@ -446,6 +446,22 @@ async fn login(
 ) -> Result<Response, ApiError> {
     let ip = meta.ip.clone().unwrap_or_else(|| "unknown".to_owned());
     state.limits.check_login(&ip).await?;
+    // Only JSON: a cross-site HTML form cannot send it without a CORS preflight, so another
+    // site cannot sign a visitor's browser in to the attacker's account (login CSRF).
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    if !json {
+        return Err(ApiError::bad_request(
+            "unsupported_media_type",
+            "send the credentials as `Content-Type: application/json`",
+        ));
+    }
     let input: LoginRequest = parse_json(&body)?;
 
     let creds = state.store.credentials_by_email(&input.email).await?;
@@ -519,7 +535,10 @@ async fn login(
         second_factor = Some(method);
     }
 
-    state.store.record_login(&creds.user_id).await?;
+    if !state.store.record_login(&creds.user_id).await? {
+        login_failed(&state, &creds, &meta, "locked").await?;
+        return Err(invalid_credentials());
+    }
     let user = state
         .store
         .get_user(&creds.account_id, &creds.user_id)
@@ -909,7 +928,7 @@ async fn totp_verify(
     let record = who.audit("auth.totp_enabled", "user", Some(user_id));
     match state
         .store
-        .enable_totp(&current.account_id, user_id, step, &hashes, &record)
+        .enable_totp(&current.account_id, user_id, sealed, step, &hashes, &record)
         .await?
     {
         TotpEnabled::Enabled => Ok(Json(BackupCodes {

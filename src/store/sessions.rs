@@ -72,6 +72,16 @@ impl Store {
         expires_at: i64,
     ) -> Result<Rotation, StoreError> {
         let now = ids::now_ms();
+        // A plain read first: an unknown token (a guess, garbage) must not take SQLite's one
+        // write lock, or a flood of them would stall every writer.
+        let known = sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1")
+            .bind(presented_hash)
+            .fetch_optional(self.pool())
+            .await?
+            .is_some();
+        if !known {
+            return Ok(Rotation::Invalid);
+        }
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "SELECT t.id, t.session_id, t.used_at, t.expires_at, s.revoked_at, s.user_id, s.account_id \
@@ -151,14 +161,27 @@ impl Store {
 
     /// Revokes every live session of a user; returns how many.
     pub async fn revoke_user_sessions(&self, user_id: &str, why: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_why = $2 WHERE user_id = $3 AND revoked_at IS NULL")
-            .bind(ids::now_ms())
-            .bind(why)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?
-            .rows_affected())
+        let mut conn = self.pool().acquire().await?;
+        revoke_user_sessions(&mut conn, user_id, why).await
     }
+}
+
+/// Revokes every live session of a user on `conn` — in an admin change's own transaction, so a
+/// password reset or deactivation never commits without ending the sessions.
+pub async fn revoke_user_sessions(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    why: &str,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_why = $2 WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(ids::now_ms())
+    .bind(why)
+    .bind(user_id)
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 async fn revoke(

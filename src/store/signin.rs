@@ -72,17 +72,21 @@ impl Store {
         Ok(row.is_some_and(|r| r.get::<Option<i64>, _>(0) == Some(locked_until)))
     }
 
-    /// A successful sign-in: the failure count and any expired lock are cleared.
-    pub async fn record_login(&self, user_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
+    /// A successful sign-in: the failure count and any expired lock are cleared. False when
+    /// the user is locked *now* — a lock written by parallel failed attempts after this one
+    /// read the user wins, so a burst of guesses cannot slip a right one past the lockout.
+    pub async fn record_login(&self, user_id: &str) -> Result<bool, StoreError> {
+        let now = ids::now_ms();
+        let updated = sqlx::query(
             "UPDATE users SET failed_logins = 0, locked_until = NULL, last_login_at = $1 \
-             WHERE id = $2",
+             WHERE id = $2 AND active = 1 AND (locked_until IS NULL OR locked_until <= $1)",
         )
-        .bind(ids::now_ms())
+        .bind(now)
         .bind(user_id)
         .execute(self.pool())
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
     }
 
     /// Accepts a TOTP time step once: true when `step` is later than the last one accepted for
@@ -122,18 +126,22 @@ impl Store {
         &self,
         account_id: &str,
         user_id: &str,
+        verified_secret: &str,
         step: i64,
         backup_code_hashes: &[String],
         record: &AuditRecord,
     ) -> Result<TotpEnabled, StoreError> {
         let mut tx = self.begin().await?;
+        // Enables exactly the secret the code was checked against: an enrolment racing in
+        // between replaces the pending secret, and then nothing is enabled.
         let updated = sqlx::query(
             "UPDATE users SET totp_enabled = 1, totp_last_step = $1, updated_at = $2 \
-             WHERE id = $3 AND totp_enabled = 0 AND totp_secret IS NOT NULL",
+             WHERE id = $3 AND totp_enabled = 0 AND totp_secret = $4",
         )
         .bind(step)
         .bind(ids::now_ms())
         .bind(user_id)
+        .bind(verified_secret)
         .execute(&mut *tx)
         .await?
         .rows_affected();

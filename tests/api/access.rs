@@ -430,3 +430,140 @@ async fn api_key_scopes_follow_its_role(backend: Backend) {
     hub.stop().await;
     site.cleanup().await;
 }
+
+on_both_backends!(
+    managing_users_confers_no_more_than_you_hold,
+    a_tenants_signature_cannot_post_into_another_tenants_number,
+);
+
+/// Holding `manage_users` through a custom role does not lead to more: the roles a caller gives
+/// to users and keys, writes into roles, or takes over by resetting a password, must be
+/// covered by the caller's own grants.
+async fn managing_users_confers_no_more_than_you_hold(backend: Backend) {
+    let site = Site::new(backend);
+    let hub = TestHub::start(&site).await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let (status, role) = hub
+        .call(
+            Method::POST,
+            "/v1/admin/roles",
+            &admin.token,
+            Some(json!({ "name": "people_ops", "grants": {
+                "manage_users": "all", "view_conversations": "team",
+                "reply_to_customer": "team", "view_sla_reports": "team",
+            }})),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let manager = site.user(role["id"].as_str().unwrap(), None, &[]).await;
+    let user = |role: &str, email: &str| json!({ "email": email, "name": "N", "password": "Orchid-Lantern-77", "role": role });
+    let refused = [
+        (
+            Method::POST,
+            "/v1/admin/users".to_owned(),
+            user("super_admin", "a@example.com"),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/users".to_owned(),
+            user("team_lead", "b@example.com"),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/api-keys".to_owned(),
+            json!({ "name": "k", "role": "operations" }),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/admin/users/{}", manager.id),
+            json!({ "role": "super_admin" }),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/roles".to_owned(),
+            json!({ "name": "wider", "grants": { "export_raw_data": "all" } }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/admin/users/{}/password", admin.id),
+            json!({ "password": "Orchid-Lantern-77" }),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/admin/users/{}", admin.id),
+            json!({ "active": false }),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, reply) = hub
+            .call(method.clone(), &path, &manager.token, Some(body))
+            .await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path}: {reply}"
+        );
+    }
+    // What the role does cover is allowed: an agent (assigned ⊂ team, self ⊂ team).
+    let (status, body) = hub
+        .call(
+            Method::POST,
+            "/v1/admin/users",
+            &manager.token,
+            Some(user("agent", "c@example.com")),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+/// A WhatsApp event is routed only to inboxes of the account whose app secret signed it.
+async fn a_tenants_signature_cannot_post_into_another_tenants_number(backend: Backend) {
+    let site = Site::new(backend);
+    // Arrays replace the demo config's, so the default account's app is declared again.
+    let extra = r#"
+[[whatsapp_apps]]
+name = "demo"
+app_secret = "test_app_secret_0123456789abcdef"
+verify_token = "demo-verify-token"
+[[whatsapp_apps]]
+name = "tenant-b"
+app_secret = "tenant_b_secret_0123456789abcdef"
+verify_token = "b"
+account = "tenant-b"
+[[inboxes]]
+slug = "b-wa"
+channel = "whatsapp"
+account = "tenant-b"
+whatsapp_app = "tenant-b"
+phone_number_id = "800000000000222"
+"#;
+    let hub = TestHub::start_with(&site, extra).await;
+    // Signed with the default account's app secret, naming tenant B's number.
+    let body = wa_envelope(
+        "800000000000222",
+        json!([{ "profile": { "name": "Mallory" }, "wa_id": "15555550666" }]),
+        json!([{ "from": "15555550666", "id": "wamid.cross", "timestamp": "1760000000", "type": "text", "text": { "body": "pay here" } }]),
+        json!([]),
+    );
+    assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
+    let unrouted = eventually("the event to be marked unrouted", || async {
+        let e = hub.events("unrouted").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(unrouted.len(), 1);
+    let store = site.store().await;
+    let n: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM messages")
+            .fetch_one(store.pool())
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(n, 0, "nothing reached tenant B's inbox");
+    store.close().await;
+    hub.stop().await;
+    site.cleanup().await;
+}

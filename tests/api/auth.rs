@@ -232,6 +232,18 @@ async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
     // A malformed body is refused before anything is looked up.
     let r = post(&hub, "/v1/auth/login", json!({ "email": user.email }), &[]).await;
     assert_eq!((r.status, r.code()), (422, "validation_failed"));
+    // Only JSON is taken: a cross-site form post cannot sign a browser in (login CSRF).
+    let form = hub
+        .client
+        .post(hub.url("/v1/auth/login"))
+        .header("content-type", "text/plain")
+        .body(json!({ "email": user.email, "password": user.password }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 400);
+    let body: Value = form.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
     hub.stop().await;
     site.cleanup().await;
 }

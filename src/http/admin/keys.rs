@@ -138,7 +138,7 @@ pub(super) async fn create_key(
     let expires_at = expiry(input.expires_at.as_ref(), ids::now_ms())?;
     let minted = mint_key();
     let mut tx = state.store.begin().await?;
-    super::roles::known_role(&mut tx, &who.account_id, &input.role, "role").await?;
+    super::roles::known_role(&mut tx, &who, &input.role, "role").await?;
     let key = api_keys::insert_api_key(
         &mut tx,
         &NewApiKey {

@@ -26,28 +26,45 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// The grants of a built-in role name or a custom role id of the account; 422 naming `field`
-/// when it is neither.
+/// when it is neither, 403 when they reach further than the caller's own.
 pub(super) async fn known_role(
     conn: &mut AnyConnection,
-    account_id: &str,
+    who: &Principal,
     role: &str,
     field: &str,
 ) -> Result<Grants, ApiError> {
-    if let Some(grants) = access::builtin(role) {
-        return Ok(grants);
-    }
-    roles::fetch_role(conn, account_id, role)
-        .await?
-        .map(|r| r.grants)
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                field,
-                format!(
-                    "must be a built-in role ({}) or a custom role id of the account",
-                    BUILTIN_ROLES.join(", ")
-                ),
-            )
-        })
+    let grants = match access::builtin(role) {
+        Some(grants) => grants,
+        None => roles::fetch_role(conn, &who.account_id, role)
+            .await?
+            .map(|r| r.grants)
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    field,
+                    format!(
+                        "must be a built-in role ({}) or a custom role id of the account",
+                        BUILTIN_ROLES.join(", ")
+                    ),
+                )
+            })?,
+    };
+    who.may_confer(&grants)?;
+    Ok(grants)
+}
+
+/// The grants a role name or id stands for now (none when a custom role is gone).
+pub(super) async fn grants_of(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    role: &str,
+) -> Result<Grants, ApiError> {
+    Ok(match access::builtin(role) {
+        Some(grants) => grants,
+        None => roles::fetch_role(conn, account_id, role)
+            .await?
+            .map(|r| r.grants)
+            .unwrap_or_default(),
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -228,6 +245,7 @@ pub(super) async fn create_role(
     let name = role_name(&input.name)?;
     let description = description_field(input.description.as_deref())?.unwrap_or_default();
     let grants = Grants::parse(&input.grants)?;
+    who.may_confer(&grants)?;
     let mut tx = state.store.begin().await?;
     let id = roles::insert_role(&mut tx, &who.account_id, &name, &description, &grants)
         .await
@@ -276,6 +294,9 @@ pub(super) async fn update_role(
     let name = patch.name.as_deref().map(role_name).transpose()?;
     let description = description_field(patch.description.as_deref())?;
     let grants = patch.grants.as_ref().map(Grants::parse).transpose()?;
+    if let Some(grants) = &grants {
+        who.may_confer(grants)?;
+    }
     if let Some(grants) = &grants
         && who.role == id
         && grants.scope(Permission::ManageUsers).is_none()

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::api::{id_cursor, page, page_limit};
 use crate::http::{ApiQuery, AppState, RawBody, parse_json};
 use crate::ids;
+use crate::store::sessions;
 use crate::store::user_admin::{self, UserChange, UserFilter};
 use crate::store::users::{NewUser, User};
 use crate::store::{Store, org};
@@ -216,7 +217,7 @@ pub(super) async fn create_user(
     let team_ids = dedup(input.team_ids);
     {
         let mut conn = state.store.pool().acquire().await?;
-        super::roles::known_role(&mut conn, &who.account_id, &input.role, "role").await?;
+        super::roles::known_role(&mut conn, &who, &input.role, "role").await?;
         if let Some(branch_id) = &input.branch_id {
             check_branch(&mut conn, &who.account_id, branch_id).await?;
         }
@@ -227,7 +228,7 @@ pub(super) async fn create_user(
     let mut tx = state.store.begin().await?;
     // Checked again inside the transaction: a role deleted or a branch or team deactivated
     // meanwhile is refused.
-    super::roles::known_role(&mut tx, &who.account_id, &input.role, "role").await?;
+    super::roles::known_role(&mut tx, &who, &input.role, "role").await?;
     if let Some(branch_id) = &input.branch_id {
         check_branch(&mut tx, &who.account_id, branch_id).await?;
     }
@@ -361,8 +362,10 @@ pub(super) async fn update_user(
     let before = user_admin::lock_user(&mut tx, &who.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    // Changing a user who holds more than the caller would be a way to that user's powers.
+    who.may_confer(&super::roles::grants_of(&mut tx, &who.account_id, &before.role).await?)?;
     if let Some(role) = &patch.role {
-        let grants = super::roles::known_role(&mut tx, &who.account_id, role, "role").await?;
+        let grants = super::roles::known_role(&mut tx, &who, role, "role").await?;
         if itself && grants.scope(Permission::ManageUsers).is_none() {
             return Err(ApiError::invalid_field(
                 "role",
@@ -410,16 +413,10 @@ pub(super) async fn update_user(
             .after(&after),
     )
     .await?;
-    tx.commit().await?;
     if deactivated {
-        // After the commit: on SQLite a second writer would wait on this transaction's lock.
-        // The token check also requires an active user, so access ends with the commit anyway;
-        // revoking the sessions ends their refresh tokens too.
-        state
-            .store
-            .revoke_user_sessions(&id, "user_deactivated")
-            .await?;
+        sessions::revoke_user_sessions(&mut tx, &id, "user_deactivated").await?;
     }
+    tx.commit().await?;
     Ok(Json(after))
 }
 
@@ -462,6 +459,8 @@ pub(super) async fn reset_password(
     let before = user_admin::lock_user(&mut tx, &who.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    // Changing a user who holds more than the caller would be a way to that user's powers.
+    who.may_confer(&super::roles::grants_of(&mut tx, &who.account_id, &before.role).await?)?;
     user_admin::set_password_hash(&mut tx, &who.account_id, &id, &password_hash).await?;
     let after = user_admin::fetch_user(&mut tx, &who.account_id, &id)
         .await?
@@ -473,11 +472,8 @@ pub(super) async fn reset_password(
             .after(UserOut::from(after)),
     )
     .await?;
+    sessions::revoke_user_sessions(&mut tx, &id, "password_reset").await?;
     tx.commit().await?;
-    state
-        .store
-        .revoke_user_sessions(&id, "password_reset")
-        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
