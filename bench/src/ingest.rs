@@ -7,12 +7,10 @@
 //! start on their slot, so a saturated hub shows up as lateness rather than hiding in a slower
 //! send rate.
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, Url};
@@ -20,12 +18,11 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::http::{self, Job, closed_loop};
 use crate::payload::{Prepared, Target, TwilioEvents, WhatsappEvents, run_id};
-use crate::proc_cpu::{Process, cpu_time};
-use crate::report::{HubCpu, Latency, Outcome, Report, Tally};
+use crate::proc_cpu::{HubProbe, Process, cpu_time};
+use crate::report::{Latency, Outcome, Report, Tally};
 
-/// Per-request ceiling: a hub slower than this is broken, not slow.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How far behind its slot an open-model event may start and still count as on time (tokio's
 /// timer has millisecond granularity).
 const ON_TIME_SLACK: Duration = Duration::from_millis(5);
@@ -33,7 +30,7 @@ const ON_TIME_SLACK: Duration = Duration::from_millis(5);
 #[derive(Args)]
 pub struct IngestArgs {
     /// Base URL of the hub. Only loopback hosts are accepted: 127.0.0.0/8, localhost, ::1.
-    #[arg(long, default_value = "http://127.0.0.1:8080", value_parser = loopback_url)]
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_parser = http::loopback_url)]
     url: Url,
     #[arg(long, value_enum, default_value_t = Channel::Whatsapp)]
     channel: Channel,
@@ -89,30 +86,6 @@ enum Channel {
     Twilio,
 }
 
-fn loopback_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
-    if url.scheme() != "http" {
-        return Err(format!(
-            "only http:// is supported (got {}://); the hub is on loopback",
-            url.scheme()
-        ));
-    }
-    let host = url.host_str().unwrap_or_default();
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        return Err(format!(
-            "refusing host {host:?}: switchboard-bench only targets loopback \
-             (127.0.0.0/8, localhost, ::1), never a hub reachable from elsewhere"
-        ));
-    }
-    Ok(url)
-}
-
 fn digits(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s.to_owned())
@@ -157,13 +130,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
             .build(n)?,
         ),
     };
-    let client = Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .build()
-        .context("building the HTTP client")?;
+    let client = http::client(concurrency)?;
     let load = Load {
         client,
         target: Arc::new(target),
@@ -179,7 +146,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.max_seconds);
     let (tally, late) = match args.rate {
-        None => (load.closed(concurrency, deadline).await, None),
+        None => (closed_loop(&load, concurrency, n, deadline).await, None),
         Some(rate) => {
             let (tally, late) = load.open(concurrency, rate, start, deadline).await;
             (tally, Some(late))
@@ -238,63 +205,6 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
     Ok(tally.acked > 0)
 }
 
-/// The hub's CPU clock, read around the run. An idle hub is not at zero (the embedded queue
-/// polls SQLite), so its idle rate is measured first and taken off the per-event figures.
-struct HubProbe {
-    pid: u32,
-    idle: Duration,
-    before: Duration,
-}
-
-impl HubProbe {
-    /// Takes one second to measure the idle rate.
-    async fn start(pid: u32) -> anyhow::Result<Self> {
-        let first = cpu_time(Process::Pid(pid))?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = cpu_time(Process::Pid(pid))?;
-        Ok(Self {
-            pid,
-            idle: before.saturating_sub(first),
-            before,
-        })
-    }
-
-    /// Reads the clock at the end of the run, then again once the hub has gone back to its
-    /// idle rate (within 20 ms a second), at most `settle` later.
-    async fn finish(self, run: Duration, settle: Duration, events: u64) -> anyhow::Result<HubCpu> {
-        let pid = self.pid;
-        let during = cpu_time(Process::Pid(pid))?.saturating_sub(self.before);
-        let acked_at = Instant::now();
-        let mut last = cpu_time(Process::Pid(pid))?;
-        while !settle.is_zero() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = cpu_time(Process::Pid(pid))?;
-            let quiet = now.saturating_sub(last) <= self.idle + Duration::from_millis(20);
-            last = now;
-            if quiet || acked_at.elapsed() >= settle {
-                break;
-            }
-        }
-        let until_idle = last.saturating_sub(self.before);
-        let tail = acked_at.elapsed();
-        let net = |cpu: Duration, wall: Duration| {
-            cpu.as_secs_f64() - self.idle.as_secs_f64() * wall.as_secs_f64()
-        };
-        let per_event = |seconds: f64| seconds.max(0.0) * 1e6 / events.max(1) as f64;
-        Ok(HubCpu {
-            pid,
-            idle_cores: self.idle.as_secs_f64(),
-            during_s: during.as_secs_f64(),
-            during_us_per_event: per_event(net(during, run)),
-            until_idle_s: until_idle.as_secs_f64(),
-            until_idle_us_per_event: per_event(net(until_idle, run + tail)),
-            // The final quiet second is not work.
-            idle_after_s: (tail.as_secs_f64() - 1.0).max(0.0),
-            settled: settle.is_zero() || tail < settle,
-        })
-    }
-}
-
 /// Everything a sender needs; cheap to clone into tasks.
 #[derive(Clone)]
 struct Load {
@@ -304,37 +214,13 @@ struct Load {
     duplicates: bool,
 }
 
-impl Load {
-    /// `concurrency` workers, each sending its next event as soon as the last is answered.
-    async fn closed(&self, concurrency: usize, deadline: Instant) -> Tally {
-        let next = Arc::new(AtomicUsize::new(0));
-        let workers: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let load = self.clone();
-                let next = next.clone();
-                tokio::spawn(async move {
-                    let mut tally = Tally::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= load.events.len() || Instant::now() >= deadline {
-                            break;
-                        }
-                        load.event(i, &mut tally).await;
-                    }
-                    tally
-                })
-            })
-            .collect();
-        let mut total = Tally::new();
-        for worker in workers {
-            match worker.await {
-                Ok(tally) => total.merge(tally),
-                Err(e) => eprintln!("a load worker failed: {e}"),
-            }
-        }
-        total
+impl Job for Load {
+    fn run(&self, i: usize, tally: &mut Tally) -> impl Future<Output = ()> + Send {
+        self.event(i, tally)
     }
+}
 
+impl Load {
     /// Event `i` starts at `start + i / rate`, on a free slot if there is one; if not (or the
     /// generator is behind), it starts as soon as it can and counts as late.
     async fn open(
@@ -410,34 +296,12 @@ impl Load {
             .body(event.body.clone())
             .send()
             .await;
-        let failed = |e: reqwest::Error| {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else {
-                "transport"
-            };
-            // reqwest's own message is generic; the cause is down the source chain.
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            Outcome::Failed(kind, message)
-        };
-        let response = match sent {
-            Ok(response) => response,
-            Err(e) => return failed(e),
-        };
-        let status = response.status();
-        // Read the whole body: the answer is not complete (nor the connection reusable) before.
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) => return failed(e),
+        let (status, body) = match http::answer(sent).await {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
         if !status.is_success() {
-            let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Outcome::Refused(status.as_u16(), excerpt);
+            return http::refused(status, &body);
         }
         #[derive(Deserialize)]
         struct Ack<'a> {

@@ -6,8 +6,11 @@
 //! database, queue or broker, and it refuses any target that is not loopback, so it cannot be
 //! pointed at a real hub by mistake.
 //!
-//! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS).
+//! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS), `api` (authenticated
+//! REST reads with an access token or API key) and `login` (password sign-ins).
 
+mod api;
+mod http;
 mod ingest;
 mod payload;
 mod proc_cpu;
@@ -36,6 +39,11 @@ struct Cli {
 enum Scenario {
     /// Signed inbound provider webhooks, each a new event (or a duplicate with --duplicates).
     Ingest(ingest::IngestArgs),
+    /// Authenticated GETs with one bearer (access token or API key): the cost of authentication
+    /// and access control per REST request.
+    Api(api::ApiArgs),
+    /// Password sign-ins (`POST /v1/auth/login`) of one user: argon2id and a new session each.
+    Login(api::LoginArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +58,8 @@ fn main() -> ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| match cli.scenario {
             Scenario::Ingest(args) => runtime.block_on(ingest::run(args)),
+            Scenario::Api(args) => runtime.block_on(api::run_api(args)),
+            Scenario::Login(args) => runtime.block_on(api::run_login(args)),
         });
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -79,6 +79,19 @@ impl Tally {
         classify(self);
     }
 
+    /// Answers that were not 2xx (with this status, if given); requests that got no HTTP
+    /// answer are not counted.
+    pub fn refused(&self, status: Option<u16>) -> u64 {
+        self.errors
+            .iter()
+            .filter(|(key, _)| {
+                key.parse::<u16>()
+                    .is_ok_and(|code| status.is_none_or(|s| s == code))
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     pub fn merge(&mut self, other: Tally) {
         self.events += other.events;
         self.requests += other.requests;
@@ -170,7 +183,6 @@ pub struct HubCpu {
 
 impl Report {
     pub fn to_table(&self) -> String {
-        let mut out = String::new();
         let mode = match self.rate {
             Some(rate) => format!(
                 "open model, {rate}/s, at most {} in flight",
@@ -179,16 +191,7 @@ impl Report {
             None => format!("closed loop, concurrency {}", self.concurrency),
         };
         let unknown = || "n/a (ack does not say)".to_owned();
-        let errors = if self.errors.is_empty() {
-            "0".to_owned()
-        } else {
-            self.errors
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let l = &self.latency_ms;
+        let errors = errors_cell(&self.errors);
         let mut rows: Vec<(&str, String)> = vec![
             ("target", format!("{} ({})", self.url, self.channel)),
             ("run", format!("{}, {mode}", self.run_id)),
@@ -228,48 +231,143 @@ impl Report {
         }
         rows.push(("elapsed s", format!("{:.3}", self.elapsed_s)));
         rows.push(("acks/s", format!("{:.1}", self.acks_per_s)));
-        rows.push((
-            "latency ms",
-            format!(
-                "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
-                l.p50, l.p90, l.p99, l.p99_9, l.max
-            ),
-        ));
-        if let Some(cpu) = &self.hub_cpu {
-            let settle = if cpu.settled {
-                "until idle"
-            } else {
-                "STILL BUSY"
-            };
-            rows.push((
-                "hub cpu",
-                format!(
-                    "{:.2} s during the run ({:.1} µs/event); {:.2} s {settle} {:.1} s later \
-                     ({:.1} µs/event); idle rate {:.3} cores taken off",
-                    cpu.during_s,
-                    cpu.during_us_per_event,
-                    cpu.until_idle_s,
-                    cpu.idle_after_s,
-                    cpu.until_idle_us_per_event,
-                    cpu.idle_cores
-                ),
-            ));
-        }
-        if self
-            .hub_cpu
-            .as_ref()
-            .is_some_and(|cpu| cpu.idle_cores > BUSY_IDLE_CORES)
-        {
-            rows.push((
-                "warning",
-                "the hub was busy before the run (a backlog?): per-event CPU is understated"
-                    .to_owned(),
-            ));
-        }
+        rows.push(("latency ms", latency_cell(&self.latency_ms)));
+        hub_cpu_rows(self.hub_cpu.as_ref(), "event", &mut rows);
         rows.push(("bench cpu", format!("{:.2} s", self.bench_cpu_s)));
-        for (name, value) in rows {
-            let _ = writeln!(out, "{name:<12} {value}");
-        }
-        out
+        write_rows(&rows)
     }
+}
+
+/// What an `api` or `login` run measured: authenticated requests (or sign-ins) in a closed
+/// loop, each one request.
+#[derive(Serialize)]
+pub struct ApiReport {
+    pub scenario: &'static str,
+    /// Method and URL, e.g. `GET http://127.0.0.1:8080/v1/conversations?limit=25`.
+    pub target: String,
+    /// `api key`, `access token` or `password`.
+    pub credential: &'static str,
+    pub concurrency: usize,
+    pub requests_planned: u64,
+    pub requests: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// Answers that were not 2xx, 429s included.
+    pub non_2xx: u64,
+    /// 429s: the hub's per-caller (API) or per-IP (sign-in) rate limit.
+    pub rate_limited: u64,
+    /// Every failure by status code, or `timeout` / `transport`.
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// The run hit --max-seconds before sending every request.
+    pub stopped_early: bool,
+    pub elapsed_s: f64,
+    /// 2xx answers per second.
+    pub ok_per_s: f64,
+    /// Every request's latency, whatever its answer.
+    pub latency_ms: Latency,
+    /// The hub's CPU; the `…_per_event` figures are per request here.
+    pub hub_cpu: Option<HubCpu>,
+    pub bench_cpu_s: f64,
+}
+
+impl ApiReport {
+    pub fn to_table(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("target", format!("{} ({})", self.target, self.credential)),
+            (
+                "run",
+                format!(
+                    "{}, closed loop, concurrency {}",
+                    self.scenario, self.concurrency
+                ),
+            ),
+            (
+                "requests",
+                format!("{} of {}", self.requests, self.requests_planned),
+            ),
+            ("2xx", self.ok.to_string()),
+            (
+                "non-2xx",
+                format!("{} (429: {})", self.non_2xx, self.rate_limited),
+            ),
+            ("errors", errors_cell(&self.errors)),
+        ];
+        if let Some(first) = &self.first_error {
+            rows.push(("first error", first.clone()));
+        }
+        if self.stopped_early {
+            rows.push(("stopped", "at --max-seconds".to_owned()));
+        }
+        rows.push(("elapsed s", format!("{:.3}", self.elapsed_s)));
+        rows.push((
+            if self.scenario == "login" {
+                "sign-ins/s"
+            } else {
+                "requests/s"
+            },
+            format!("{:.1} (2xx only)", self.ok_per_s),
+        ));
+        rows.push(("latency ms", latency_cell(&self.latency_ms)));
+        hub_cpu_rows(self.hub_cpu.as_ref(), "request", &mut rows);
+        rows.push(("bench cpu", format!("{:.2} s", self.bench_cpu_s)));
+        write_rows(&rows)
+    }
+}
+
+fn errors_cell(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        "0".to_owned()
+    } else {
+        errors
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn latency_cell(l: &Latency) -> String {
+    format!(
+        "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        l.p50, l.p90, l.p99, l.p99_9, l.max
+    )
+}
+
+/// The hub CPU line (and a warning when the hub was busy before the run); `unit` is what one
+/// `…_per_event` figure is per.
+fn hub_cpu_rows(cpu: Option<&HubCpu>, unit: &str, rows: &mut Vec<(&str, String)>) {
+    let Some(cpu) = cpu else { return };
+    let settle = if cpu.settled {
+        "until idle"
+    } else {
+        "STILL BUSY"
+    };
+    rows.push((
+        "hub cpu",
+        format!(
+            "{:.2} s during the run ({:.1} µs/{unit}); {:.2} s {settle} {:.1} s later \
+             ({:.1} µs/{unit}); idle rate {:.3} cores taken off",
+            cpu.during_s,
+            cpu.during_us_per_event,
+            cpu.until_idle_s,
+            cpu.idle_after_s,
+            cpu.until_idle_us_per_event,
+            cpu.idle_cores
+        ),
+    ));
+    if cpu.idle_cores > BUSY_IDLE_CORES {
+        rows.push((
+            "warning",
+            format!("the hub was busy before the run (a backlog?): per-{unit} CPU is understated"),
+        ));
+    }
+}
+
+fn write_rows(rows: &[(&str, String)]) -> String {
+    let mut out = String::new();
+    for (name, value) in rows {
+        let _ = writeln!(out, "{name:<12} {value}");
+    }
+    out
 }
