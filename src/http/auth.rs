@@ -836,16 +836,43 @@ async fn change_password(
     Ok(Json(SessionsRevoked { sessions_revoked }))
 }
 
-/// Start TOTP enrolment: a new secret, not yet enabled (replaces a pending one).
+/// Re-checks the signed-in user's password (`{"password"}` body) before a change to how they
+/// sign in: a stolen access token alone must not be able to enrol or remove a second factor.
+/// Guesses count against the per-IP sign-in limit.
+async fn confirm_password(
+    state: &AppState,
+    who: &Principal,
+    user_id: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let input: PasswordConfirmation = parse_json(body)?;
+    let ip = who.meta.ip.clone().unwrap_or_else(|| "unknown".to_owned());
+    state.limits.check_login(&ip).await?;
+    let current = state
+        .store
+        .second_factor(user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("the user"))?;
+    if !verify_password(input.password, current.password_hash).await? {
+        return Err(ApiError::invalid_field("password", "is wrong"));
+    }
+    Ok(())
+}
+
+/// Start TOTP enrolment: a new secret, not yet enabled (replaces a pending one). Needs the
+/// password again.
 #[utoipa::path(
     post,
     path = "/v1/auth/totp/enrol",
     tag = "auth",
+    request_body = PasswordConfirmation,
     responses(
         (status = 200, description = "The secret to put in an authenticator app; confirm with /v1/auth/totp/verify", body = TotpEnrolment),
+        (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
         (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
         (status = 403, description = "An API key has no user", body = ErrorEnvelope),
-        (status = 422, description = "TOTP is already enabled", body = ErrorEnvelope),
+        (status = 422, description = "Wrong password, or TOTP is already enabled", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -853,8 +880,10 @@ async fn change_password(
 async fn totp_enrol(
     State(state): State<AppState>,
     who: Principal,
+    RawBody(body): RawBody,
 ) -> Result<Json<TotpEnrolment>, ApiError> {
     let user_id = user_of(&who)?;
+    confirm_password(&state, &who, user_id, &body).await?;
     let current = state
         .store
         .second_factor(user_id)
@@ -961,17 +990,7 @@ async fn totp_disable(
     RawBody(body): RawBody,
 ) -> Result<StatusCode, ApiError> {
     let user_id = user_of(&who)?;
-    let input: PasswordConfirmation = parse_json(&body)?;
-    let ip = who.meta.ip.clone().unwrap_or_else(|| "unknown".to_owned());
-    state.limits.check_login(&ip).await?;
-    let current = state
-        .store
-        .second_factor(user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("the user"))?;
-    if !verify_password(input.password, current.password_hash).await? {
-        return Err(ApiError::invalid_field("password", "is wrong"));
-    }
+    confirm_password(&state, &who, user_id, &body).await?;
     let record = who.audit("auth.totp_disabled", "user", Some(user_id));
     state.store.disable_totp(user_id, &record).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -174,18 +174,7 @@ impl Store {
         record: &AuditRecord,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE users SET totp_enabled = 0, totp_secret = NULL, totp_last_step = NULL, \
-             updated_at = $1 WHERE id = $2",
-        )
-        .bind(ids::now_ms())
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM backup_codes WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        clear_second_factor(&mut tx, user_id).await?;
         audit::append(&mut tx, record).await?;
         tx.commit().await?;
         Ok(())
@@ -242,4 +231,25 @@ impl Store {
         tx.commit().await?;
         Ok(revoked)
     }
+}
+
+/// Turns TOTP off and forgets the secret and backup codes, on the caller's transaction (the
+/// user's own `disable`, or an administrator's reset for a user who lost their device).
+pub async fn clear_second_factor(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE users SET totp_enabled = 0, totp_secret = NULL, totp_last_step = NULL, \
+         updated_at = $1 WHERE id = $2",
+    )
+    .bind(ids::now_ms())
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM backup_codes WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

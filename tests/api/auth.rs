@@ -549,10 +549,25 @@ async fn totp_enrol_verify_login_and_backup_codes(backend: Backend) {
     let (status, _) = call("/v1/auth/totp/enrol", hub.key.clone(), None).await;
     assert_eq!(status, 403);
 
+    // Enrolling needs the password again: a stolen access token alone cannot add a factor.
+    let (status, body) = call(
+        "/v1/auth/totp/enrol",
+        token.clone(),
+        Some(json!({ "password": "Not-The-Password-1" })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["details"][0]["field"].as_str()),
+        (422, Some("password"))
+    );
+    let (status, _) = call("/v1/auth/totp/enrol", token.clone(), None).await;
+    assert_eq!(status, 400, "no body");
+    let password = Some(json!({ "password": user.password }));
+
     // Enrolling twice replaces the pending secret; only the last one verifies.
-    let (status, first) = call("/v1/auth/totp/enrol", token.clone(), None).await;
+    let (status, first) = call("/v1/auth/totp/enrol", token.clone(), password.clone()).await;
     assert_eq!(status, 200, "{first}");
-    let (_, second) = call("/v1/auth/totp/enrol", token.clone(), None).await;
+    let (_, second) = call("/v1/auth/totp/enrol", token.clone(), password.clone()).await;
     let secret = second["secret"].as_str().unwrap().to_owned();
     assert_ne!(first["secret"], second["secret"]);
     assert_eq!(secret.len(), 32, "20 bytes in base32");
@@ -584,7 +599,7 @@ async fn totp_enrol_verify_login_and_backup_codes(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let backup: Vec<String> = serde_json::from_value(body["backup_codes"].clone()).unwrap();
     assert_eq!(backup.len(), 10);
-    let (status, _) = call("/v1/auth/totp/enrol", token.clone(), None).await;
+    let (status, _) = call("/v1/auth/totp/enrol", token.clone(), password.clone()).await;
     assert_eq!(status, 422, "already enabled");
 
     // The right password alone is not enough now.
@@ -668,6 +683,33 @@ async fn totp_enrol_verify_login_and_backup_codes(backend: Backend) {
 
     assert_eq!(audit_actions(&site, "auth.totp_enabled").await.len(), 1);
     assert_eq!(audit_actions(&site, "auth.totp_disabled").await.len(), 1);
+
+    // A user who lost the device: an administrator removes the second factor.
+    let (status, enrolled) = call("/v1/auth/totp/enrol", token.clone(), password.clone()).await;
+    assert_eq!(status, 200);
+    let code = totp_code(enrolled["secret"].as_str().unwrap(), 0);
+    let (status, _) = call(
+        "/v1/auth/totp/verify",
+        token.clone(),
+        Some(json!({ "code": code })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        login(&hub, &user.email, &user.password).await.code(),
+        "mfa_required"
+    );
+    let path = format!("/v1/admin/users/{}/second-factor", user.id);
+    let lead = site.user("team_lead", None, &[]).await;
+    let (status, _) = hub.call(Method::DELETE, &path, &lead.token, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = hub.call(Method::DELETE, &path, &hub.key, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(login(&hub, &user.email, &user.password).await.status, 200);
+    assert_eq!(
+        audit_actions(&site, "user.second_factor_reset").await.len(),
+        1
+    );
     hub.stop().await;
     site.cleanup().await;
 }

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         users::get_user,
         users::update_user,
         users::reset_password,
+        users::reset_second_factor,
         org::create_branch,
         org::list_branches,
         org::get_branch,

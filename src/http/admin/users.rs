@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,16 +16,20 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::http::api::{id_cursor, page, page_limit};
 use crate::http::{ApiQuery, AppState, RawBody, parse_json};
 use crate::ids;
-use crate::store::sessions;
 use crate::store::user_admin::{self, UserChange, UserFilter};
 use crate::store::users::{NewUser, User};
 use crate::store::{Store, org};
+use crate::store::{sessions, signin};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/users", post(create_user).get(list_users))
         .route("/v1/admin/users/{id}", get(get_user).patch(update_user))
         .route("/v1/admin/users/{id}/password", post(reset_password))
+        .route(
+            "/v1/admin/users/{id}/second-factor",
+            delete(reset_second_factor),
+        )
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -473,6 +477,46 @@ pub(super) async fn reset_password(
     )
     .await?;
     sessions::revoke_user_sessions(&mut tx, &id, "password_reset").await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{id}/second-factor", tag = "admin",
+    params(("id" = String, Path, description = "User id (usr_…)")),
+    responses(
+        (status = 204, description = "TOTP and backup codes removed, the user's sessions ended; they sign in with the password and may enrol again"),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The caller lacks manage_users, or the user holds more than the caller", body = ErrorEnvelope),
+        (status = 404, description = "No such user in the account", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = []))
+)]
+/// For a user who lost their authenticator (or whose token was used to enrol someone else's).
+pub(super) async fn reset_second_factor(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    admin(&who)?;
+    let mut tx = state.store.begin().await?;
+    let before = user_admin::lock_user(&mut tx, &who.account_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    who.may_confer(&super::roles::grants_of(&mut tx, &who.account_id, &before.role).await?)?;
+    signin::clear_second_factor(&mut tx, &id).await?;
+    let after = user_admin::fetch_user(&mut tx, &who.account_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::internal("user vanished"))?;
+    crate::store::audit::append(
+        &mut tx,
+        &who.audit("user.second_factor_reset", "user", Some(&id))
+            .before(UserOut::from(before))
+            .after(UserOut::from(after)),
+    )
+    .await?;
+    sessions::revoke_user_sessions(&mut tx, &id, "second_factor_reset").await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
