@@ -34,7 +34,7 @@ use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::audit::{Actor, AuditRecord};
 use crate::store::sessions::{NewSession, Rotation};
-use crate::store::signin::TotpEnabled;
+use crate::store::signin::{SecondFactor, TotpEnabled};
 use crate::store::users::{Credentials, User};
 
 pub const REFRESH_COOKIE: &str = "sb_refresh";
@@ -810,17 +810,14 @@ async fn change_password(
 ) -> Result<Json<SessionsRevoked>, ApiError> {
     let user_id = user_of(&who)?;
     let input: PasswordChangeRequest = parse_json(&body)?;
-    // A stolen access token must not become a password-guessing oracle.
-    let ip = who.meta.ip.clone().unwrap_or_else(|| "unknown".to_owned());
-    state.limits.check_login(&ip).await?;
-    let current = state
-        .store
-        .second_factor(user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("the user"))?;
-    if !verify_password(input.current_password, current.password_hash).await? {
-        return Err(ApiError::invalid_field("current_password", "is wrong"));
-    }
+    let current = own_password(
+        &state,
+        &who,
+        user_id,
+        input.current_password,
+        "current_password",
+    )
+    .await?;
     passwords::check_policy(
         &input.new_password,
         state.config.auth.min_password_length,
@@ -836,16 +833,17 @@ async fn change_password(
     Ok(Json(SessionsRevoked { sessions_revoked }))
 }
 
-/// Re-checks the signed-in user's password (`{"password"}` body) before a change to how they
-/// sign in: a stolen access token alone must not be able to enrol or remove a second factor.
-/// Guesses count against the per-IP sign-in limit.
-async fn confirm_password(
+/// Re-checks the signed-in user's own password before a change to how they sign in (a new
+/// password, a second factor): a stolen access token alone must not be enough, nor become a
+/// password-guessing oracle, so guesses count against the per-IP sign-in limit. A wrong one is
+/// 422 naming `field`.
+async fn own_password(
     state: &AppState,
     who: &Principal,
     user_id: &str,
-    body: &[u8],
-) -> Result<(), ApiError> {
-    let input: PasswordConfirmation = parse_json(body)?;
+    password: String,
+    field: &str,
+) -> Result<SecondFactor, ApiError> {
     let ip = who.meta.ip.clone().unwrap_or_else(|| "unknown".to_owned());
     state.limits.check_login(&ip).await?;
     let current = state
@@ -853,9 +851,21 @@ async fn confirm_password(
         .second_factor(user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("the user"))?;
-    if !verify_password(input.password, current.password_hash).await? {
-        return Err(ApiError::invalid_field("password", "is wrong"));
+    if !verify_password(password, current.password_hash.clone()).await? {
+        return Err(ApiError::invalid_field(field, "is wrong"));
     }
+    Ok(current)
+}
+
+/// [`own_password`] with a `{"password"}` body.
+async fn confirm_password(
+    state: &AppState,
+    who: &Principal,
+    user_id: &str,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let input: PasswordConfirmation = parse_json(body)?;
+    own_password(state, who, user_id, input.password, "password").await?;
     Ok(())
 }
 
