@@ -189,13 +189,11 @@ impl Checker<'_> {
                 continue;
             };
             let (value, ty) = literal(lit);
-            if let Some(want) = &want {
-                if ty != *want {
-                    self.error(
-                        item.span,
-                        format!("`{lhs}` is a {want}, but `{item}` is a {ty}"),
-                    );
-                }
+            if let Some(want) = want.as_ref().filter(|w| **w != ty) {
+                self.error(
+                    item.span,
+                    format!("`{lhs}` is a {want}, but `{item}` is a {ty}"),
+                );
             }
             self.channel_literal(&a, item);
             values.push(value);
@@ -248,14 +246,14 @@ impl Checker<'_> {
         if !matches!(field, Operand::Conv(ConvField::Channel)) {
             return;
         }
-        if let ExprKind::Literal(Literal::String(s)) = &other.kind {
-            if !CHANNELS.contains(&s.as_str()) {
-                let known = CHANNELS.join(", ");
-                self.error(
-                    other.span,
-                    format!("unknown channel \"{s}\"; expected one of {known}"),
-                );
-            }
+        if let ExprKind::Literal(Literal::String(s)) = &other.kind
+            && !CHANNELS.contains(&s.as_str())
+        {
+            let known = CHANNELS.join(", ");
+            self.error(
+                other.span,
+                format!("unknown channel \"{s}\"; expected one of {known}"),
+            );
         }
     }
 

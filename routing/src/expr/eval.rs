@@ -226,13 +226,14 @@ pub(crate) fn contains_ci(hay: &str, needle: &str) -> bool {
 pub(crate) fn has_word(text: &str, word: &str) -> bool {
     let mut prev_alnum = false;
     for (i, c) in text.char_indices() {
-        if !prev_alnum {
-            if let Some(len) = match_prefix_ci(&text[i..], word) {
-                let next = text[i + len..].chars().next();
-                if !next.is_some_and(char::is_alphanumeric) {
-                    return true;
-                }
-            }
+        if !prev_alnum
+            && let Some(len) = match_prefix_ci(&text[i..], word)
+            && !text[i + len..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+        {
+            return true;
         }
         prev_alnum = c.is_alphanumeric();
     }
