@@ -44,6 +44,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
+    pub routing: RoutingConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -121,6 +122,14 @@ pub struct AuthConfig {
     pub lockout_threshold: u32,
     pub lockout_secs: u64,
     pub min_password_length: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// An agent whose last heartbeat is older than this reads as `offline`, whatever status
+    /// they chose.
+    pub presence_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -316,6 +325,12 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        if self.routing.presence_timeout_secs < 5 {
+            return Err(invalid(
+                "routing.presence_timeout_secs",
+                "must be at least 5 (heartbeats need time to arrive)",
+            ));
+        }
         let mut apps = HashSet::new();
         for (i, app) in self.whatsapp_apps.iter().enumerate() {
             let key = |field: &str| format!("whatsapp_apps[{i}].{field}");
@@ -475,6 +490,10 @@ mod tests {
                 "inboxes[0].channel",
             ),
             ("[server]\npublic_url = \"http://x/\"", "server.public_url"),
+            (
+                "[routing]\npresence_timeout_secs = 4",
+                "routing.presence_timeout_secs",
+            ),
         ];
         for (toml, key) in cases {
             let err = load(toml).unwrap_err().to_string();

@@ -436,7 +436,7 @@ async fn visible_conversation(
         .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
-async fn publish(state: &AppState, account_id: &str, kind: &str, data: Value) {
+pub(crate) async fn publish(state: &AppState, account_id: &str, kind: &str, data: Value) {
     let payload = json!({ "type": kind, "data": data }).to_string();
     if let Err(e) = state
         .broker

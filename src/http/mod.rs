@@ -3,6 +3,7 @@
 //! provider logic.
 
 pub mod admin;
+pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(auth::routes())
         .merge(inboxes::routes())
+        .merge(agents::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .route("/metrics", get(health::metrics))

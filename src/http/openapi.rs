@@ -15,7 +15,9 @@ use bytes::Bytes;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, admin, api, audit, auth, health, inboxes, reports, webchat, webhooks};
+use super::{
+    AppState, admin, agents, api, audit, auth, health, inboxes, reports, webchat, webhooks,
+};
 use crate::error::{ApiError, ErrorEnvelope};
 
 /// The name of the security scheme of every route that takes an access token or API key.
@@ -50,6 +52,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "auth", description = "Sign-in: access tokens, refresh-token rotation, logout, TOTP second factor."),
         (name = "admin", description = "Users, teams, branches, custom roles and API keys (manage_users)."),
         (name = "inboxes", description = "Inboxes and their provider credentials (configure_routing)."),
+        (name = "agents", description = "Agents as routable resources: the skill catalogue and routing profiles (configure_routing), and the signed-in agent's own presence and heartbeats."),
         (name = "audit", description = "The append-only audit log (view_audit_log)."),
         (name = "meta", description = "This document."),
     ),
@@ -101,6 +104,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         admin::AdminApi::openapi(),
         audit::AuditApi::openapi(),
         inboxes::InboxesApi::openapi(),
+        agents::AgentsApi::openapi(),
     ]
 }
 

@@ -13,6 +13,7 @@
 #[macro_use]
 pub mod conversations;
 pub mod accounts;
+pub mod agents;
 pub mod api_keys;
 pub mod audit;
 pub mod inbound;

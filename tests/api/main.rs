@@ -6,6 +6,7 @@ mod helpers;
 
 mod access;
 mod admin;
+mod agents;
 mod audit;
 mod auth;
 mod bad_input;
