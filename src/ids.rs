@@ -20,6 +20,7 @@ pub const ROLE: &str = "rol";
 pub const SESSION: &str = "ses";
 pub const REFRESH_TOKEN: &str = "rft";
 pub const AUDIT: &str = "aud";
+pub const ROUTING_RULE: &str = "rr";
 
 pub fn new(prefix: &str) -> String {
     format!(

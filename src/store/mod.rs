@@ -22,6 +22,7 @@ pub mod org;
 pub mod privacy;
 pub mod reports;
 pub mod roles;
+pub mod routing_rules;
 pub mod sessions;
 pub mod signin;
 pub mod user_admin;

@@ -17,6 +17,7 @@ mod inboxes;
 mod limits;
 mod openapi;
 mod privacy;
+mod routing_rules;
 mod twilio;
 mod webchat;
 mod whatsapp;
