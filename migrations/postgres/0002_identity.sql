@@ -154,19 +154,18 @@ CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
 -- (intake, workers) runs with the setting unset and sees every account. FORCE applies the
 -- policy to the tables' owner too; PostgreSQL superusers always bypass RLS, so production
 -- should connect as an ordinary role (README).
-DO $$
-DECLARE t TEXT;
+-- `switchboard_account_wall(table)` puts a table behind the wall; later migrations call it for
+-- their own tables.
+CREATE FUNCTION switchboard_account_wall(t TEXT) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    FOREACH t IN ARRAY ARRAY['inboxes', 'api_keys', 'inbound_events', 'contacts',
-        'contact_identities', 'conversations', 'messages', 'message_status_events',
-        'webchat_sessions', 'branches', 'teams', 'roles', 'users', 'team_members', 'sessions',
-        'refresh_tokens', 'backup_codes', 'audit_log']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY account_wall ON %I USING (
-            coalesce(current_setting('switchboard.account_id', true), '') = ''
-            OR account_id = current_setting('switchboard.account_id', true))$p$, t);
-    END LOOP;
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format($p$CREATE POLICY account_wall ON %I USING (
+        coalesce(current_setting('switchboard.account_id', true), '') = ''
+        OR account_id = current_setting('switchboard.account_id', true))$p$, t);
 END
 $$;
+SELECT switchboard_account_wall(t) FROM unnest(ARRAY['inboxes', 'api_keys', 'inbound_events',
+    'contacts', 'contact_identities', 'conversations', 'messages', 'message_status_events',
+    'webchat_sessions', 'branches', 'teams', 'roles', 'users', 'team_members', 'sessions',
+    'refresh_tokens', 'backup_codes', 'audit_log']) AS t;

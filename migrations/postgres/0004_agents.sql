@@ -57,17 +57,5 @@ CREATE TABLE presence (
 CREATE INDEX presence_account ON presence (account_id, status);
 
 -- Row-level security, as for the tables of 0002.
-DO $$
-DECLARE t TEXT;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['skills', 'agent_skills', 'agent_languages', 'agent_load',
-        'presence']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY account_wall ON %I USING (
-            coalesce(current_setting('switchboard.account_id', true), '') = ''
-            OR account_id = current_setting('switchboard.account_id', true))$p$, t);
-    END LOOP;
-END
-$$;
+SELECT switchboard_account_wall(t)
+FROM unnest(ARRAY['skills', 'agent_skills', 'agent_languages', 'agent_load', 'presence']) AS t;

@@ -19,16 +19,4 @@ CREATE TABLE routing_rules (
 CREATE INDEX routing_rules_order ON routing_rules (account_id, position, id);
 
 -- Row-level security, as for the tables of 0002.
-DO $$
-DECLARE t TEXT;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['routing_rules']
-    LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format($p$CREATE POLICY account_wall ON %I USING (
-            coalesce(current_setting('switchboard.account_id', true), '') = ''
-            OR account_id = current_setting('switchboard.account_id', true))$p$, t);
-    END LOOP;
-END
-$$;
+SELECT switchboard_account_wall('routing_rules');
