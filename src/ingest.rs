@@ -61,15 +61,20 @@ impl Ingest {
     }
 
     async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
-        let payload = json!({ "type": kind, "data": data }).to_string();
-        if let Err(e) = self
-            .broker
-            .publish(&account_topic(account_id), payload.into())
-            .await
-        {
-            // Consoles resume from the store; a missed live push is not a lost message.
-            warn!(error = %e, kind, "Could not publish an event.");
-        }
+        publish_event(&self.broker, account_id, kind, data).await;
+    }
+}
+
+/// Publishes `{"type": kind, "data": data}` on the account's topic, after the change it
+/// describes has committed. A failure is logged, not returned: consoles resume from the store,
+/// so a missed live push is not a lost message.
+pub async fn publish_event(broker: &Broker, account_id: &str, kind: &str, data: serde_json::Value) {
+    let payload = json!({ "type": kind, "data": data }).to_string();
+    if let Err(e) = broker
+        .publish(&account_topic(account_id), payload.into())
+        .await
+    {
+        warn!(error = %e, kind, "Could not publish an event.");
     }
 }
 

@@ -23,12 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::api::{id_cursor, page_limit, publish};
+use super::api::{id_cursor, page_limit};
 use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::config::is_slug;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
+use crate::ingest::publish_event;
 use crate::store::agents::{self as rows, Agent, CHANNELS, PresenceRow, Profile, SkillRemoval};
 use crate::store::audit;
 
@@ -595,8 +596,8 @@ async fn record_presence(
     let was = PresenceRow::effective(before.as_ref(), now, timeout);
     let is = PresenceRow::effective(after.as_ref(), now, timeout);
     if was != is {
-        publish(
-            state,
+        publish_event(
+            &state.broker,
             account_id,
             "presence.changed",
             json!({ "user_id": user_id, "status": is }),

@@ -18,7 +18,7 @@ use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::ingest::account_topic;
+use crate::ingest::publish_event;
 use crate::store::conversations::{Contact, Conversation, ConversationFilter, Message};
 use crate::store::inbound::EventSummary;
 use crate::store::privacy::Erasure;
@@ -436,17 +436,6 @@ async fn visible_conversation(
         .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
-pub(crate) async fn publish(state: &AppState, account_id: &str, kind: &str, data: Value) {
-    let payload = json!({ "type": kind, "data": data }).to_string();
-    if let Err(e) = state
-        .broker
-        .publish(&account_topic(account_id), payload.into())
-        .await
-    {
-        tracing::warn!(error = %e, kind, "Could not publish an event.");
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyBody {
@@ -502,7 +491,7 @@ async fn reply(
         .insert_reply(&conversation, who.user_id.as_deref(), &content)
         .await?;
     let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
-    publish(&state, &who.account_id, "message.created", value).await;
+    publish_event(&state.broker, &who.account_id, "message.created", value).await;
     Ok((StatusCode::CREATED, Json(message)))
 }
 
@@ -576,7 +565,13 @@ async fn assign(
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
-    publish(&state, &who.account_id, "conversation.assigned", value).await;
+    publish_event(
+        &state.broker,
+        &who.account_id,
+        "conversation.assigned",
+        value,
+    )
+    .await;
     Ok(Json(updated))
 }
 

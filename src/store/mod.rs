@@ -10,6 +10,7 @@
 //! SQL lives here, one file per aggregate; handlers and workers never write SQL. Every table
 //! carries `account_id` and every read is filtered by it.
 
+// First, so that its `in_scope!` scope filter is in scope for the modules after it.
 #[macro_use]
 pub mod conversations;
 pub mod accounts;
