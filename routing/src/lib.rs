@@ -3,4 +3,5 @@
 //! This crate is pure: no I/O, no async, no storage. It owns the rule language the engine
 //! evaluates ([`expr`]); the engine (presence, capacity, scoring, offers) builds on it.
 
+pub mod engine;
 pub mod expr;
