@@ -138,6 +138,16 @@ pub async fn run(
                 .await
                 .map_err(anyhow::Error::from)
         });
+        let dispatcher = crate::dispatch::Dispatcher {
+            store: backends.store.clone(),
+            broker: backends.broker.clone(),
+            config: config.clone(),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            dispatcher.run(token).await;
+            Ok(())
+        });
         let (store, queue, token) = (
             backends.store.clone(),
             backends.queue.clone(),

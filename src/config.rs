@@ -130,6 +130,44 @@ pub struct RoutingConfig {
     /// An agent whose last heartbeat is older than this reads as `offline`, whatever status
     /// they chose.
     pub presence_timeout_secs: u64,
+    /// How long an offline agent keeps their conversations.
+    pub grace_secs: u64,
+    /// Reroute a conversation whose assignee has not replied this long (0: never).
+    pub no_reply_secs: u64,
+    /// What one priority point is worth in waiting time.
+    pub tier_weight_secs: u64,
+    /// A reply window closing within this makes a conversation urgent.
+    pub urgency_margin_secs: u64,
+    /// How recent the contact's last agent must be to be preferred.
+    pub affinity_window_secs: u64,
+    /// The dispatcher's safety-net resync period.
+    pub resync_secs: u64,
+}
+
+impl RoutingConfig {
+    fn ms(secs: u64) -> i64 {
+        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+    }
+
+    pub fn presence_timeout_ms(&self) -> i64 {
+        Self::ms(self.presence_timeout_secs)
+    }
+
+    pub fn grace_ms(&self) -> i64 {
+        Self::ms(self.grace_secs)
+    }
+
+    pub fn no_reply_ms(&self) -> Option<i64> {
+        (self.no_reply_secs > 0).then(|| Self::ms(self.no_reply_secs))
+    }
+
+    pub fn engine(&self) -> switchboard_routing::engine::EngineConfig {
+        switchboard_routing::engine::EngineConfig {
+            tier_weight_ms: Self::ms(self.tier_weight_secs),
+            urgency_margin_ms: Self::ms(self.urgency_margin_secs),
+            affinity_window_ms: Self::ms(self.affinity_window_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +368,9 @@ impl Config {
                 "routing.presence_timeout_secs",
                 "must be at least 5 (heartbeats need time to arrive)",
             ));
+        }
+        if self.routing.resync_secs == 0 {
+            return Err(invalid("routing.resync_secs", "must be at least 1"));
         }
         let mut apps = HashSet::new();
         for (i, app) in self.whatsapp_apps.iter().enumerate() {

@@ -21,6 +21,9 @@ pub const SESSION: &str = "ses";
 pub const REFRESH_TOKEN: &str = "rft";
 pub const AUDIT: &str = "aud";
 pub const ROUTING_RULE: &str = "rr";
+pub const OFFER: &str = "ofr";
+pub const ASSIGNMENT: &str = "asg";
+pub const TRACE: &str = "rtr";
 
 pub fn new(prefix: &str) -> String {
     format!(

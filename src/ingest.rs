@@ -76,6 +76,9 @@ pub async fn publish_event(broker: &Broker, account_id: &str, kind: &str, data: 
     {
         warn!(error = %e, kind, "Could not publish an event.");
     }
+    if crate::dispatch::wakes(kind) {
+        crate::dispatch::wake(broker, account_id).await;
+    }
 }
 
 fn route_name(route: &RouteKey) -> String {

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod config;
 pub mod crypto;
 pub mod dedup;
+pub mod dispatch;
 pub mod error;
 pub mod http;
 pub mod ids;

@@ -479,7 +479,7 @@ impl Picture {
                 return;
             }
             counts.target += 1;
-            if w.excluded.iter().any(|x| *x == a.view.id) {
+            if w.excluded.contains(&a.view.id) {
                 return;
             }
             counts.not_excluded += 1;

@@ -123,6 +123,19 @@ impl Subscription {
         }
     }
 
+    /// A message or gap already waiting, without blocking: `None` when there is none,
+    /// `Some(None)` once the broker is shut down.
+    pub fn try_recv(&mut self) -> Option<Option<Received>> {
+        match self.rx.try_recv() {
+            Ok(received) => Some(Some(received)),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                Some(Some(Received::Lagged(missed)))
+            }
+            Err(broadcast::error::TryRecvError::Closed) => Some(None),
+        }
+    }
+
     /// The next message or gap; `None` once the broker is shut down.
     pub async fn recv(&mut self) -> Option<Received> {
         tokio::select! {

@@ -205,7 +205,7 @@ fn agent_out(agent: Agent, now_ms: i64, timeout_ms: i64) -> AgentOut {
 }
 
 /// The signed-in user behind the request; API keys have no presence or profile of their own.
-fn own_user(who: &Principal) -> Result<&str, ApiError> {
+pub(crate) fn own_user(who: &Principal) -> Result<&str, ApiError> {
     who.user_id.as_deref().ok_or_else(|| {
         ApiError::Forbidden(
             "API keys have no presence or routing profile; sign in as a user".to_owned(),
@@ -542,6 +542,14 @@ pub async fn put_profile(
             .after(&after);
         audit::append(&mut tx, &record).await?;
         tx.commit().await?;
+        // Skills and capacity decide routing: the engine looks again at once.
+        publish_event(
+            &state.broker,
+            &who.account_id,
+            "capacity.changed",
+            json!({ "user_id": user_id, "capacity": after.capacity }),
+        )
+        .await;
     } else {
         // Nothing changed: no write and no audit record.
         tx.rollback().await?;

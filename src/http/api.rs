@@ -419,7 +419,7 @@ async fn list_events(
 
 /// The conversation `id` if the caller holds `permission` over it: 403 without the permission,
 /// 404 when it is missing or outside the permission's scope.
-async fn visible_conversation(
+pub(crate) async fn visible_conversation(
     state: &AppState,
     who: &Principal,
     permission: Permission,
@@ -510,17 +510,17 @@ pub struct AssignBody {
     path = "/v1/conversations/{id}/assignment",
     tag = "conversations",
     summary = "Reassign a conversation",
-    description = "Sets or clears the assignee. Both the conversation and the assignee must be within the caller's `reassign_conversations` scope.",
+    description = "Sets or clears the assignee. Both the conversation and the assignee must be within the caller's `reassign_conversations` scope. A manual assignment is an override: it counts against the agent's load but is not refused for capacity, and frees the previous holder's slot (or withdraws a pending offer). Clearing the assignee queues the conversation again at its original position, excluding the agent taken off it.",
     params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
     request_body = AssignBody,
     responses(
         (status = 200, description = "The updated conversation.", body = Conversation),
         (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
         (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
-        (status = 403, description = "The caller's role does not grant `reassign_conversations`.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reassign_conversations`, or the assignee is outside its scope.", body = ErrorEnvelope),
         (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
-        (status = 422, description = "`assignee_id` is not an active user within the caller's scope, or the body does not fit.", body = ErrorEnvelope),
+        (status = 422, description = "`assignee_id` is not an active user of the account, or the body does not fit.", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -537,7 +537,7 @@ async fn assign(
     let body: AssignBody = parse_json(&body)?;
     if let Some(assignee) = &body.assignee_id {
         let outside =
-            || ApiError::invalid_field("assignee_id", "no such active user within your scope");
+            || ApiError::invalid_field("assignee_id", "no such active user in this account");
         let user = state
             .store
             .get_user(&who.account_id, assignee)
@@ -556,14 +556,28 @@ async fn assign(
             crate::access::Scope::Assigned | crate::access::Scope::Own => false,
         };
         if !reachable {
-            return Err(outside());
+            return Err(ApiError::Forbidden(
+                "the assignee is outside your reassign_conversations scope".to_owned(),
+            ));
         }
     }
-    let updated = state
-        .store
-        .assign_conversation(&who.account_id, &id, body.assignee_id.as_deref())
-        .await?
-        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    let by = match &who.actor {
+        crate::store::audit::Actor::User(id) | crate::store::audit::Actor::ApiKey(id) => {
+            id.as_str()
+        }
+        _ => "system",
+    };
+    let now = ids::now_ms();
+    let updated = match body.assignee_id.as_deref() {
+        Some(agent) => {
+            state
+                .store
+                .assign_manually(&who.account_id, &id, agent, by, now)
+                .await?
+        }
+        None => state.store.unassign(&who.account_id, &id, by, now).await?,
+    }
+    .ok_or_else(|| ApiError::not_found("conversation"))?;
     let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
     publish_event(
         &state.broker,
@@ -572,6 +586,8 @@ async fn assign(
         value,
     )
     .await;
+    // The previous holder's slot is free, or the conversation waits again.
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(updated))
 }
 

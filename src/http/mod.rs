@@ -11,6 +11,7 @@ pub mod health;
 pub mod inboxes;
 pub mod openapi;
 pub mod reports;
+pub mod routing;
 pub mod routing_rules;
 pub mod webchat;
 pub mod webhooks;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inboxes::routes())
         .merge(agents::routes())
         .merge(routing_rules::routes())
+        .merge(routing::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .route("/metrics", get(health::metrics))

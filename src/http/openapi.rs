@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    AppState, admin, agents, api, audit, auth, health, inboxes, reports, routing_rules, webchat,
-    webhooks,
+    AppState, admin, agents, api, audit, auth, health, inboxes, reports, routing, routing_rules,
+    webchat, webhooks,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -55,6 +55,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "inboxes", description = "Inboxes and their provider credentials (configure_routing)."),
         (name = "agents", description = "Agents as routable resources: the skill catalogue and routing profiles (configure_routing), and the signed-in agent's own presence and heartbeats."),
         (name = "routing-rules", description = "Routing rules of the assignment engine: create, order, validate and simulate (configure_routing)."),
+        (name = "routing", description = "The assignment engine at work: offers to accept or decline, live queue statistics."),
         (name = "audit", description = "The append-only audit log (view_audit_log)."),
         (name = "meta", description = "This document."),
     ),
@@ -108,6 +109,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         inboxes::InboxesApi::openapi(),
         agents::AgentsApi::openapi(),
         routing_rules::RoutingRulesApi::openapi(),
+        routing::RoutingApi::openapi(),
     ]
 }
 

@@ -34,6 +34,7 @@ use crate::ids;
 use crate::store::agents::PresenceRow;
 use crate::store::audit;
 use crate::store::routing_rules::{self as rows, RoutingRule, Step};
+use switchboard_routing::engine::Waiting;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -89,7 +90,6 @@ const DEFAULT_OFFER_TIMEOUT: i64 = 30;
 const MODES: [&str; 2] = ["auto", "offer"];
 /// Agents are read in pages of this size for a simulation.
 const AGENT_PAGE: i64 = 500;
-const DRY_RUN_NOTE: &str = "dry run; ordering among eligible agents arrives with the dispatcher";
 
 /// The schema every rule is checked against: the conversation and agent fields are the
 /// language's own; the contact attributes are declared here (one place, for now fixed).
@@ -265,7 +265,11 @@ pub struct SimulateOut {
     /// The first rule by position whose match holds; null: the default rule (the inbox's team).
     pub rule: Option<RuleRef>,
     pub steps: Vec<SimStep>,
-    pub note: &'static str,
+    /// The engine's decision for this conversation arriving now (no history, nobody
+    /// excluded), with its trace: rule and step, candidate counts after each filter, the top
+    /// candidates with their score parts, which part decided, and the agent chosen.
+    #[schema(value_type = Object)]
+    pub decision: Json_,
 }
 
 fn rule_out(r: RoutingRule) -> RuleOut {
@@ -504,6 +508,7 @@ pub async fn create_rule(
         .after(&rule);
     audit::append(&mut tx, &record).await?;
     tx.commit().await?;
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok((StatusCode::CREATED, Json(rule_out(rule))))
 }
 
@@ -605,6 +610,7 @@ pub async fn patch_rule(
         .after(&after);
     audit::append(&mut tx, &record).await?;
     tx.commit().await?;
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(rule_out(after)))
 }
 
@@ -639,6 +645,7 @@ pub async fn delete_rule(
         .before(&before);
     audit::append(&mut tx, &record).await?;
     tx.commit().await?;
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -691,6 +698,7 @@ pub async fn reorder_rules(
     }
     let rules = rows::list(&mut tx, &who.account_id).await?;
     tx.commit().await?;
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(RulePage {
         data: rules.into_iter().map(rule_out).collect(),
         next_cursor: None,
@@ -734,7 +742,7 @@ pub async fn validate_rule(
 }
 
 /// A contact attribute as the rule language sees it; null and objects are absent (null).
-fn attribute(v: &Json_) -> Option<Value> {
+pub fn attribute(v: &Json_) -> Option<Value> {
     match v {
         Json_::Bool(b) => Some(Value::Bool(*b)),
         Json_::Number(n) => n.as_f64().map(Value::Number),
@@ -802,6 +810,7 @@ pub async fn simulate(
     )?;
     let schema = rule_schema();
     let account = &who.account_id;
+    let decision = engine_decision(&state, account, &conv).await?;
     let rules = state.store.list_routing_rules(account).await?;
     // Every stored rule compiled when it was saved; one that no longer does (the schema
     // changed) is skipped rather than failing the whole simulation.
@@ -812,7 +821,7 @@ pub async fn simulate(
         return Ok(Json(SimulateOut {
             rule: None,
             steps: Vec::new(),
-            note: DRY_RUN_NOTE,
+            decision,
         }));
     };
 
@@ -922,8 +931,46 @@ pub async fn simulate(
             name: rule.name,
         }),
         steps,
-        note: DRY_RUN_NOTE,
+        decision,
     }))
+}
+
+/// What the engine would decide for `conv` arriving now, with its trace.
+async fn engine_decision(
+    state: &AppState,
+    account: &str,
+    conv: &ConvView,
+) -> Result<Json_, ApiError> {
+    let now = ids::now_ms();
+    let fresh_after = now - state.config.routing.presence_timeout_ms();
+    let picture =
+        crate::dispatch::load_picture(&state.store, &state.config, account, fresh_after).await?;
+    let inbox = state
+        .store
+        .list_inboxes(account, None, 1000)
+        .await?
+        .into_iter()
+        .find(|i| i.slug == conv.inbox);
+    let inbox_team = match inbox.and_then(|i| i.team_id) {
+        Some(team) => state
+            .store
+            .list_teams(account)
+            .await?
+            .into_iter()
+            .find(|t| t.id == team)
+            .map(|t| t.name),
+        None => None,
+    };
+    let waiting = Waiting {
+        id: "simulated".to_owned(),
+        conv: conv.clone(),
+        inbox_team,
+        queued_at: now,
+        reply_deadline: None,
+        last_agent: None,
+        excluded: Vec::new(),
+    };
+    serde_json::to_value(picture.decide(&waiting, now).trace).map_err(ApiError::internal)
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ pub struct Conversation {
     pub last_inbound_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// `waiting` (queued for an agent), `offered`, `assigned`, or `idle` (resolved).
+    pub routing_state: String,
+    /// The conversation's place in the queue; kept when it returns to the queue.
+    pub queued_at_ms: Option<i64>,
+    pub assigned_at_ms: Option<i64>,
+    pub resolved_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -108,7 +114,8 @@ pub struct Target<'a> {
 macro_rules! conversation_columns {
     () => {
         "id, account_id, inbox_id, contact_id, channel, status, priority, assignee_id, team_id, \
-         last_message_at, last_inbound_at, created_at, updated_at, branch_id"
+         last_message_at, last_inbound_at, created_at, updated_at, branch_id, routing_state, \
+         queued_at, assigned_at, resolved_at"
     };
 }
 
@@ -602,8 +609,9 @@ async fn open_conversation(
     let id = ids::new(ids::CONVERSATION);
     let created = sqlx::query(
         "INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, priority, \
-         last_message_at, last_inbound_at, created_at, updated_at, team_id, branch_id) \
-         VALUES ($1, $2, $3, $4, $5, 'open', 0, $6, $6, $7, $7, $8, $9) ON CONFLICT DO NOTHING",
+         last_message_at, last_inbound_at, created_at, updated_at, team_id, branch_id, routing_state, \
+         queued_at) \
+         VALUES ($1, $2, $3, $4, $5, 'open', 0, $6, $6, $7, $7, $8, $9, 'waiting', $7) ON CONFLICT DO NOTHING",
     )
     .bind(&id)
     .bind(target.account_id)
@@ -631,7 +639,7 @@ async fn open_conversation(
     Ok((row.get(0), false))
 }
 
-fn conversation(r: &AnyRow) -> Conversation {
+pub(crate) fn conversation(r: &AnyRow) -> Conversation {
     Conversation {
         id: r.get(0),
         account_id: r.get(1),
@@ -647,6 +655,10 @@ fn conversation(r: &AnyRow) -> Conversation {
         created_at_ms: r.get(11),
         updated_at_ms: r.get(12),
         branch_id: r.get(13),
+        routing_state: r.get(14),
+        queued_at_ms: r.get(15),
+        assigned_at_ms: r.get(16),
+        resolved_at_ms: r.get(17),
     }
 }
 

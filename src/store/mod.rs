@@ -23,6 +23,7 @@ pub mod org;
 pub mod privacy;
 pub mod reports;
 pub mod roles;
+pub mod routing;
 pub mod routing_rules;
 pub mod sessions;
 pub mod signin;
@@ -66,6 +67,7 @@ pub(crate) enum Locked {
     Roles,
     Inboxes,
     ApiKeys,
+    Conversations,
 }
 
 /// Takes the row lock of one account's row for the rest of the transaction and says whether
@@ -93,6 +95,9 @@ pub(crate) async fn lock_row(
         }
         Locked::Inboxes => {
             "UPDATE inboxes SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
+        }
+        Locked::Conversations => {
+            "UPDATE conversations SET updated_at = updated_at WHERE account_id = $1 AND id = $2"
         }
         Locked::ApiKeys => {
             "UPDATE api_keys SET revoked_at = revoked_at WHERE account_id = $1 AND id = $2"

@@ -94,7 +94,7 @@ impl Store {
                 .await?
                 .rows_affected() as i64;
         sqlx::query(
-            "UPDATE contacts SET name = NULL, phone = NULL, email = NULL, erased_at = $1, \
+            "UPDATE contacts SET name = NULL, phone = NULL, email = NULL, attributes = '{}', erased_at = $1, \
              updated_at = $1 WHERE account_id = $2 AND id = $3",
         )
         .bind(now)

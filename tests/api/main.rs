@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod durability;
+mod engine;
 mod exactly_once;
 mod health;
 mod inboxes;

@@ -374,10 +374,11 @@ async fn simulate_finds_the_rule_and_the_eligible_agents(backend: Backend) {
     assert_eq!(status, 200, "{sim}");
     assert_eq!(sim["rule"]["id"], rule["id"], "{sim}");
     assert_eq!(sim["rule"]["name"], "billing");
-    assert_eq!(
-        sim["note"],
-        "dry run; ordering among eligible agents arrives with the dispatcher"
-    );
+    // The engine's decision: the first step's only candidate.
+    assert_eq!(sim["decision"]["rule"]["id"], rule["id"], "{sim}");
+    assert_eq!(sim["decision"]["step"], 0);
+    assert_eq!(sim["decision"]["chosen"], alice.id.as_str(), "{sim}");
+    assert_eq!(sim["decision"]["decided_by"], "only_candidate");
     assert_eq!(sim["steps"][0]["index"], 0);
     assert_eq!(sim["steps"][0]["target"], BILLING_TARGET);
     assert_eq!(

@@ -1,0 +1,368 @@
+//! The assignment engine over REST: offers (accept, decline), resolving a conversation (which
+//! frees its agent's slot), each conversation's routing trace, live queue statistics, and the
+//! contact attributes rules read.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json_, json};
+use switchboard_routing::expr::Type;
+use utoipa::ToSchema;
+
+use super::agents::own_user;
+use super::api::visible_conversation;
+use super::routing_rules::rule_schema;
+use super::{AppState, RawBody, parse_json};
+use crate::access::{Permission, Principal};
+use crate::error::{ApiError, ErrorEnvelope};
+use crate::ids;
+use crate::ingest::publish_event;
+use crate::store::conversations::Conversation;
+use crate::store::routing::{Offer, OfferEnd, OfferRefusal, QueueStats, TraceEntry};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_offers,
+    accept_offer,
+    decline_offer,
+    resolve,
+    routing_trace,
+    queue_stats,
+    put_attributes
+))]
+pub struct RoutingApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/offers", get(list_offers))
+        .route("/v1/offers/{id}/accept", post(accept_offer))
+        .route("/v1/offers/{id}/decline", post(decline_offer))
+        .route("/v1/conversations/{id}/resolve", post(resolve))
+        .route("/v1/conversations/{id}/routing-trace", get(routing_trace))
+        .route("/v1/queues/stats", get(queue_stats))
+        .route("/v1/contacts/{id}/attributes", put(put_attributes))
+}
+
+const E401: &str = "Missing, invalid or expired credentials";
+const E429: &str = "Too many requests by this caller";
+
+#[derive(Serialize, ToSchema)]
+pub struct OfferList {
+    pub data: Vec<Offer>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Trace {
+    pub conversation_id: String,
+    pub routing_state: String,
+    pub assignee_id: Option<String>,
+    /// Oldest first.
+    pub entries: Vec<TraceEntry>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    /// When these figures were read (they are read per request, never cached).
+    pub generated_at_ms: i64,
+    pub inboxes: Vec<QueueStats>,
+    pub teams: Vec<QueueStats>,
+}
+
+fn refused(refusal: OfferRefusal) -> ApiError {
+    match refusal {
+        OfferRefusal::NotFound => ApiError::not_found("offer"),
+        OfferRefusal::NotPending => {
+            ApiError::conflict("the offer was already answered, has expired or was withdrawn")
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/offers",
+    tag = "routing",
+    summary = "The signed-in agent's pending offers",
+    responses(
+        (status = 200, description = "Pending offers, oldest first", body = OfferList),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "An API key: it has no user", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_offers(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<OfferList>, ApiError> {
+    let me = own_user(&who)?;
+    Ok(Json(OfferList {
+        data: state.store.pending_offers(me).await?,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/offers/{id}/accept",
+    tag = "routing",
+    summary = "Accept an offer",
+    description = "The conversation becomes the caller's. Only the agent the offer was made to may accept it, and only while it is pending.",
+    params(("id" = String, Path, description = "Offer id (`ofr_…`).")),
+    responses(
+        (status = 200, description = "The conversation, now assigned to the caller", body = Conversation),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "An API key: it has no user", body = ErrorEnvelope),
+        (status = 404, description = "No such offer to the caller", body = ErrorEnvelope),
+        (status = 409, description = "The offer was already answered, expired or was withdrawn", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn accept_offer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
+    let me = own_user(&who)?;
+    let conv = state
+        .store
+        .accept_offer(&who.account_id, &id, me, ids::now_ms())
+        .await?
+        .map_err(refused)?;
+    publish_event(
+        &state.broker,
+        &who.account_id,
+        "conversation.assigned",
+        json!(conv),
+    )
+    .await;
+    Ok(Json(conv))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/offers/{id}/decline",
+    tag = "routing",
+    summary = "Decline an offer",
+    description = "The caller is excluded from the conversation, their slot is freed and the conversation is routed again at once.",
+    params(("id" = String, Path, description = "Offer id (`ofr_…`).")),
+    responses(
+        (status = 200, description = "The offer, now declined", body = Offer),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "An API key: it has no user", body = ErrorEnvelope),
+        (status = 404, description = "No such offer to the caller", body = ErrorEnvelope),
+        (status = 409, description = "The offer was already answered, expired or was withdrawn", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn decline_offer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Offer>, ApiError> {
+    let me = own_user(&who)?;
+    let offer = state
+        .store
+        .end_offer(
+            &who.account_id,
+            &id,
+            Some(me),
+            OfferEnd::Declined,
+            ids::now_ms(),
+        )
+        .await?
+        .map_err(refused)?;
+    publish_event(
+        &state.broker,
+        &who.account_id,
+        "offer.declined",
+        json!(offer),
+    )
+    .await;
+    Ok(Json(offer))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/resolve",
+    tag = "conversations",
+    summary = "Resolve a conversation",
+    description = "Closes the conversation: it leaves routing and its agent's slot is freed at once (the engine fills it from the queue). A new customer message opens a new conversation. Idempotent. Requires `reply_to_customer` within scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    responses(
+        (status = 200, description = "The resolved conversation", body = Conversation),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reply_to_customer`", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn resolve(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
+    visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
+    let (conv, changed) = state
+        .store
+        .resolve(&who.account_id, &id, who.user_id.as_deref(), ids::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    if changed {
+        publish_event(
+            &state.broker,
+            &who.account_id,
+            "conversation.resolved",
+            json!(conv),
+        )
+        .await;
+    }
+    Ok(Json(conv))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/routing-trace",
+    tag = "conversations",
+    summary = "Why the conversation was routed as it was",
+    description = "Every routing decision and outcome, oldest first: for a decision, the rule and step matched, the candidate count after each filter, the top candidates with their score parts, which part decided and the agent chosen; then offers, returns to the queue, manual changes. Requires `view_conversations` within scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    responses(
+        (status = 200, description = "The trace", body = Trace),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn routing_trace(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Trace>, ApiError> {
+    let conv = visible_conversation(&state, &who, Permission::ViewConversations, &id).await?;
+    let entries = state.store.routing_trace(&who.account_id, &id).await?;
+    Ok(Json(Trace {
+        conversation_id: conv.id,
+        routing_state: conv.routing_state,
+        assignee_id: conv.assignee_id,
+        entries,
+    }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/queues/stats",
+    tag = "routing",
+    summary = "Live queue statistics per inbox and per team",
+    description = "Waiting, offered and assigned counts, the longest wait, the agents available now (online, fresh heartbeat, a free slot) and the online agents' slots, per inbox (its channel and team) and per team. Read from the store on each request, so never older than the request. Requires `view_conversations`.",
+    responses(
+        (status = 200, description = "The statistics", body = Stats),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `view_conversations`", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn queue_stats(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Stats>, ApiError> {
+    who.require(Permission::ViewConversations)?;
+    let now = ids::now_ms();
+    let fresh_after = now - state.config.routing.presence_timeout_ms();
+    let (inboxes, teams) = state
+        .store
+        .queue_stats(&who.account_id, fresh_after, now)
+        .await?;
+    Ok(Json(Stats {
+        generated_at_ms: now,
+        inboxes,
+        teams,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesIn {
+    /// Attribute name → value, checked against the declared types (`vip`: boolean, `tier`:
+    /// string); null removes the attribute; attributes not named are kept.
+    #[schema(value_type = Object, example = json!({"vip": true, "tier": "gold"}))]
+    pub attributes: Map<String, Json_>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttributesOut {
+    pub contact_id: String,
+    #[schema(value_type = Object)]
+    pub attributes: Map<String, Json_>,
+}
+
+fn fits(ty: &Type, v: &Json_) -> bool {
+    match ty {
+        Type::Bool => v.is_boolean(),
+        Type::Number => v.is_number(),
+        Type::String => v.is_string(),
+        Type::List(of) => v
+            .as_array()
+            .is_some_and(|items| items.iter().all(|i| fits(of, i))),
+    }
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/contacts/{id}/attributes",
+    tag = "contacts",
+    summary = "Set contact attributes that routing rules read",
+    description = "Merges the given attributes into the contact's (`conv.contact.<name>` in rules). Each must be declared with its type; null removes one. Requires `configure_routing`.",
+    params(("id" = String, Path, description = "Contact id (`ctc_…`).")),
+    request_body = AttributesIn,
+    responses(
+        (status = 200, description = "The contact's attributes now", body = AttributesOut),
+        (status = 400, description = "The body is not valid JSON", body = ErrorEnvelope),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `configure_routing`", body = ErrorEnvelope),
+        (status = 404, description = "No such contact", body = ErrorEnvelope),
+        (status = 422, description = "An attribute is not declared or has the wrong type (`details` names it)", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn put_attributes(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<AttributesOut>, ApiError> {
+    who.require(Permission::ConfigureRouting)?;
+    let input: AttributesIn = parse_json(&body)?;
+    let schema = rule_schema();
+    for (name, value) in &input.attributes {
+        let field = format!("attributes.{name}");
+        let Some(ty) = schema.contact.get(name) else {
+            let known: Vec<&str> = schema.contact.keys().map(String::as_str).collect();
+            return Err(ApiError::invalid_field(
+                &field,
+                format!(
+                    "is not a declared attribute (declared: {})",
+                    known.join(", ")
+                ),
+            ));
+        };
+        if !value.is_null() && !fits(ty, value) {
+            return Err(ApiError::invalid_field(&field, format!("must be a {ty}")));
+        }
+    }
+    let attributes = state
+        .store
+        .merge_contact_attributes(&who.account_id, &id, &input.attributes)
+        .await?
+        .ok_or_else(|| ApiError::not_found("contact"))?;
+    Ok(Json(AttributesOut {
+        contact_id: id,
+        attributes,
+    }))
+}
