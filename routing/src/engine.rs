@@ -294,7 +294,11 @@ impl Picture {
         let i = self.agents.len();
         self.by_id.insert(agent.view.id.clone(), i);
         for team in &agent.view.teams {
-            self.by_team.entry(team.clone()).or_default().push(i);
+            // An agent who lists a team twice is still one entry (and one candidate).
+            let list = self.by_team.entry(team.clone()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
         }
         for skill in agent.view.skills.keys() {
             self.by_skill.entry(skill.clone()).or_default().push(i);
@@ -333,6 +337,9 @@ impl Picture {
         let Some(&i) = self.by_id.get(agent) else {
             return;
         };
+        if channel >= CHANNEL_COUNT {
+            return;
+        }
         let a = &mut self.agents[i];
         if a.online && a.free(channel) > 0 {
             self.free[channel] -= 1;
@@ -346,6 +353,9 @@ impl Picture {
         let Some(&i) = self.by_id.get(agent) else {
             return;
         };
+        if channel >= CHANNEL_COUNT {
+            return;
+        }
         let a = &mut self.agents[i];
         if a.active[channel] == 0 {
             return;
@@ -382,7 +392,11 @@ impl Picture {
 
     /// The rule, step, tier and queue key of `w` at `now`.
     pub fn plan(&self, w: &Waiting, now: i64) -> Plan {
-        let rule = self.rules.iter().position(|r| r.matcher.matches(&w.conv));
+        // A rule without steps could route nowhere (`compile_rule` refuses one): passed over.
+        let rule = self
+            .rules
+            .iter()
+            .position(|r| !r.steps.is_empty() && r.matcher.matches(&w.conv));
         let steps = &self.rule(rule).steps;
         let mut step = steps.len().saturating_sub(1);
         let mut boundary = w.queued_at;
@@ -391,7 +405,12 @@ impl Picture {
             if k + 1 == steps.len() {
                 break;
             }
-            boundary = boundary.saturating_add(s.timeout_ms.unwrap_or(i64::MAX));
+            let Some(timeout) = s.timeout_ms else {
+                // No timeout: this step applies for good and no timer is due.
+                step = k;
+                break;
+            };
+            boundary = boundary.saturating_add(timeout);
             if now < boundary {
                 step = k;
                 next_change_at = Some(boundary);
@@ -450,8 +469,11 @@ impl Picture {
     /// [`Self::decide`] with a plan already computed (as by [`Self::order`]).
     pub fn decide_planned(&self, w: &Waiting, plan: Plan, now: i64) -> Decision {
         let rule = self.rule(plan.rule);
-        let step = &rule.steps[plan.step.min(rule.steps.len() - 1)];
-        let req = step.target.requirements();
+        // Only a hand-made plan can name a rule without steps: nobody is eligible then.
+        let step = rule
+            .steps
+            .get(plan.step.min(rule.steps.len().saturating_sub(1)));
+        let req = step.map_or(&NO_REQUIREMENTS, |s| s.target.requirements());
         let inbox_team = if plan.rule.is_none() {
             w.inbox_team.as_deref()
         } else {
@@ -468,18 +490,19 @@ impl Picture {
             .as_ref()
             .filter(|l| now.saturating_sub(l.at) <= self.config.affinity_window_ms)
             .map(|l| l.id.as_str());
-        let bound = step.target.bind(&w.conv);
+        let bound = step.map(|s| s.target.bind(&w.conv));
         let mut visit = |i: usize| {
             let a = &self.agents[i];
             if !meets(a, req, inbox_team) {
                 return;
             }
             counts.indexed += 1;
+            let Some(bound) = &bound else { return };
             if bound.constant() != Some(true) && !bound.matches(&a.view) {
                 return;
             }
             counts.target += 1;
-            if w.excluded.iter().any(|x| *x == a.view.id) {
+            if w.excluded.contains(&a.view.id) {
                 return;
             }
             counts.not_excluded += 1;
@@ -536,7 +559,7 @@ impl Picture {
             step: plan.step,
             target: match inbox_team {
                 Some(team) => format!("team == {team:?}"),
-                None => step.target.to_string(),
+                None => step.map_or_else(String::new, |s| s.target.to_string()),
             },
             tier: plan.tier,
             urgent: plan.urgent,
@@ -573,6 +596,14 @@ impl Picture {
             .min_by_key(|list| list.len())
     }
 }
+
+/// What a missing step requires: nothing (and nobody is visited).
+static NO_REQUIREMENTS: Requirements = Requirements {
+    skills: std::collections::BTreeMap::new(),
+    languages: std::collections::BTreeMap::new(),
+    teams: std::collections::BTreeSet::new(),
+    branches: std::collections::BTreeSet::new(),
+};
 
 /// Whether the agent meets every indexed requirement.
 fn meets(a: &Agent, req: &Requirements, inbox_team: Option<&str>) -> bool {
