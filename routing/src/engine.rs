@@ -709,4 +709,6 @@ pub fn compile_rule(
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
