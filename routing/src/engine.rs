@@ -709,6 +709,8 @@ pub fn compile_rule(
 }
 
 #[cfg(test)]
+mod fairness;
+#[cfg(test)]
 mod props;
 #[cfg(test)]
 mod tests;
