@@ -796,3 +796,48 @@ fn a_rule_without_steps_is_passed_over() {
     let bad = Plan { rule: Some(0), ..p };
     assert_eq!(picture.decide_planned(&w, bad, 1).agent, None);
 }
+
+#[test]
+fn a_picture_can_be_shared_between_threads() {
+    // The per-step caches are `OnceLock`s, not `RefCell`s: a picture stays `Send + Sync`.
+    fn shared<T: Send + Sync>() {}
+    shared::<Picture>();
+}
+
+#[test]
+fn targets_that_read_the_conversation_and_those_that_do_not_agree() {
+    // `skill("tech") >= 1` is found once per picture; the same test under a conversation
+    // condition that holds is evaluated per decision. Both must see slots change.
+    let rules = vec![
+        rule(
+            "rr_static",
+            "priority == 0",
+            &[("skill(\"tech\") >= 1", 0, None)],
+        ),
+        rule(
+            "rr_dynamic",
+            "true",
+            &[("skill(\"tech\") >= 1 and conv.priority >= 1", 0, None)],
+        ),
+    ];
+    let agents = vec![
+        agent("a", &[], &[("tech", 1)], 1),
+        agent("b", &[], &[("tech", 3)], 1),
+        agent("c", &[], &[], 1),
+    ];
+    let mut picture = Picture::new(agents, rules, EngineConfig::default());
+    let plain = waiting("x", 0);
+    let urgent = with_priority(waiting("y", 0), 1);
+    for round in 0..2 {
+        let (s, d) = (picture.decide(&plain, 1), picture.decide(&urgent, 1));
+        assert_eq!((s.plan.rule, d.plan.rule), (Some(0), Some(1)));
+        assert_eq!(s.trace.counts, d.trace.counts, "round {round}");
+        assert_eq!(s.agent, d.agent, "round {round}");
+        assert_eq!(s.trace.target, "skill(\"tech\") >= 1");
+        let expected = if round == 0 { "b" } else { "a" };
+        assert_eq!(s.agent.as_deref(), Some(expected));
+        picture.take(expected, 0, 2);
+    }
+    assert_eq!(picture.decide(&plain, 3).agent, None);
+    assert_eq!(picture.decide(&urgent, 3).agent, None);
+}
