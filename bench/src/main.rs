@@ -7,7 +7,8 @@
 //! pointed at a real hub by mistake.
 //!
 //! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS), `api` (authenticated
-//! REST reads with an access token or API key) and `login` (password sign-ins).
+//! REST reads with an access token or API key), `login` (password sign-ins) and `route` (the
+//! assignment engine's decision core in process, no hub).
 
 mod api;
 mod http;
@@ -15,7 +16,9 @@ mod ingest;
 mod payload;
 mod proc_cpu;
 mod report;
+mod route;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -44,23 +47,20 @@ enum Scenario {
     Api(api::ApiArgs),
     /// Password sign-ins (`POST /v1/auth/login`) of one user: argon2id and a new session each.
     Login(api::LoginArgs),
+    /// The assignment engine in process, no hub: `order` over a large queue and the latency
+    /// of each decision (`decide_planned` + `take`) against a large account.
+    Route(route::RouteArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(threads) = cli.threads {
-        runtime.worker_threads(threads.into());
-    }
-    let outcome = runtime
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| match cli.scenario {
-            Scenario::Ingest(args) => runtime.block_on(ingest::run(args)),
-            Scenario::Api(args) => runtime.block_on(api::run_api(args)),
-            Scenario::Login(args) => runtime.block_on(api::run_login(args)),
-        });
+    let outcome = match cli.scenario {
+        Scenario::Ingest(args) => on_runtime(cli.threads, ingest::run(args)),
+        Scenario::Api(args) => on_runtime(cli.threads, api::run_api(args)),
+        Scenario::Login(args) => on_runtime(cli.threads, api::run_login(args)),
+        // Single-threaded and synchronous: no runtime.
+        Scenario::Route(args) => route::run(&args),
+    };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -69,4 +69,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a load scenario on a multi-threaded runtime (`--threads` workers).
+fn on_runtime(
+    threads: Option<u16>,
+    scenario: impl Future<Output = anyhow::Result<bool>>,
+) -> anyhow::Result<bool> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads.into());
+    }
+    runtime.build()?.block_on(scenario)
 }

@@ -371,3 +371,146 @@ fn write_rows(rows: &[(&str, String)]) -> String {
     }
     out
 }
+
+/// Percentiles of a nanosecond histogram, in microseconds.
+#[derive(Serialize)]
+pub struct Spread {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p99_9: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn from_ns(h: &Histogram<u64>) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p99_9: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    fn cell(&self) -> String {
+        format!(
+            "p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  (n = {})",
+            self.p50, self.p90, self.p99, self.p99_9, self.max, self.count
+        )
+    }
+}
+
+/// What a `route` run measured: the engine's decision core in process, no hub.
+#[derive(Serialize)]
+pub struct RouteReport {
+    pub scenario: &'static str,
+    pub seed: u64,
+    pub agents: u64,
+    /// Slots per channel across all agents.
+    pub slots: [u64; 3],
+    /// The account's rules (the default rule comes on top).
+    pub rules: usize,
+    pub waiting: u64,
+    pub waiting_per_channel: [u64; 3],
+    /// Conversations urgent (reply window closing) at the start.
+    pub urgent: u64,
+    /// Conversations per rule at the start, the default rule last.
+    pub by_rule: Vec<u64>,
+    pub build_ms: f64,
+    /// Each timed `order` over the whole queue.
+    pub order_ms: Vec<f64>,
+    pub decisions: u64,
+    /// Decisions in the pass over the queue in order.
+    pub pass_decisions: u64,
+    /// Conversations that pass skipped because their channel had no free slot.
+    pub skipped_no_free_slot: u64,
+    /// Decisions afterwards, each after a random agent's slot was released.
+    pub freed_decisions: u64,
+    /// Slots actually released (the random agent held one on that channel).
+    pub released: u64,
+    pub assigned: u64,
+    pub left_waiting: u64,
+    /// Eligible agents with a free slot per decision, on average.
+    pub mean_candidates: f64,
+    /// Decisions per second of decision time (the timed spans only).
+    pub decisions_per_s: f64,
+    pub pass_s: f64,
+    pub freed_s: f64,
+    /// Per decision (`decide_planned`, plus `take` when an agent is chosen).
+    pub latency_us: Spread,
+    pub assigned_us: Spread,
+    pub no_agent_us: Spread,
+}
+
+impl RouteReport {
+    pub fn to_table(&self) -> String {
+        let channels = |v: &[u64; 3]| format!("whatsapp {}, sms {}, webchat {}", v[0], v[1], v[2]);
+        let orders: Vec<String> = self.order_ms.iter().map(|ms| format!("{ms:.1}")).collect();
+        let best = self.order_ms.iter().copied().fold(f64::INFINITY, f64::min);
+        let rows: Vec<(&str, String)> = vec![
+            (
+                "run",
+                format!("route (engine in process, no hub), seed {}", self.seed),
+            ),
+            (
+                "agents",
+                format!("{} online; slots {}", self.agents, channels(&self.slots)),
+            ),
+            (
+                "rules",
+                format!(
+                    "{} + default; conversations per rule {:?} (default last)",
+                    self.rules, self.by_rule
+                ),
+            ),
+            (
+                "waiting",
+                format!(
+                    "{} ({}), {} urgent",
+                    self.waiting,
+                    channels(&self.waiting_per_channel),
+                    self.urgent
+                ),
+            ),
+            ("build", format!("{:.1} ms", self.build_ms)),
+            (
+                "order",
+                format!(
+                    "{} ms per run ({:.2} µs per conversation at best)",
+                    orders.join(", "),
+                    1000.0 * best / self.waiting.max(1) as f64
+                ),
+            ),
+            (
+                "decisions",
+                format!(
+                    "{}: {} in the pass over the queue ({} skipped, channel full; {:.2} s), \
+                     then {} with a slot freed before each ({} released; {:.2} s)",
+                    self.decisions,
+                    self.pass_decisions,
+                    self.skipped_no_free_slot,
+                    self.pass_s,
+                    self.freed_decisions,
+                    self.released,
+                    self.freed_s
+                ),
+            ),
+            (
+                "outcome",
+                format!(
+                    "{} assigned, {} still waiting; {:.1} eligible candidates per decision",
+                    self.assigned, self.left_waiting, self.mean_candidates
+                ),
+            ),
+            ("decisions/s", format!("{:.0}", self.decisions_per_s)),
+            ("latency µs", self.latency_us.cell()),
+            ("  assigned", self.assigned_us.cell()),
+            ("  no agent", self.no_agent_us.cell()),
+        ];
+        write_rows(&rows)
+    }
+}

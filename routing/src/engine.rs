@@ -37,9 +37,20 @@
 //! 3. spare capacity ratio on the channel (free ÷ capacity, compared exactly);
 //! 4. least recently assigned;
 //! 5. agent id.
+//!
+//! # Cost
+//!
+//! A step's target that reads no conversation field selects the same agents for every
+//! conversation: the first decision on that step finds them (with their skill fit) once per
+//! picture. After that a decision walks those agents checking only exclusion, presence and a
+//! free slot on a packed per-agent record, and keeps the best [`TOP`] with integer
+//! comparisons (ids compared by their precomputed rank). Targets that read the conversation
+//! are bound to it and evaluated per agent, from the smallest index list. `switchboard-bench
+//! route` measures it at 10,000 agents and 100,000 waiting conversations.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde::Serialize;
 
@@ -253,6 +264,65 @@ pub struct Picture {
     by_lang: HashMap<String, Vec<usize>>,
     /// Free slots among online agents, per channel.
     free: [u64; CHANNEL_COUNT],
+    /// What a decision reads of each agent after the target, packed (index as in `agents`).
+    hot: Vec<Hot>,
+    /// Per rule, per step: what the engine keeps about the step's target.
+    steps: Vec<Vec<StepCache>>,
+    /// The same for the default rule's one step.
+    default_step: StepCache,
+}
+
+/// The part of an [`Agent`] that every candidate's check reads, kept next to the others'
+/// (40 bytes an agent instead of the whole view) and in step with `agents` by every update.
+#[derive(Debug, Clone, Copy)]
+struct Hot {
+    last_assigned_at: i64,
+    /// The agent's place in id order (equal ids, equal rank): the last tie-break, and the
+    /// exclusion and affinity tests, compare these instead of strings.
+    rank: u32,
+    capacity: [u32; CHANNEL_COUNT],
+    active: [u32; CHANNEL_COUNT],
+    online: bool,
+}
+
+impl Hot {
+    fn of(a: &Agent, rank: u32) -> Self {
+        Hot {
+            last_assigned_at: a.last_assigned_at,
+            rank,
+            capacity: a.capacity,
+            active: a.active,
+            online: a.online,
+        }
+    }
+}
+
+/// A step's target text and, when the target does not read the conversation, the agents it
+/// selects: the same for every conversation, so found once, on first use. Agents' views never
+/// change within a picture; only presence and slots do, and those are checked per decision.
+#[derive(Debug, Clone)]
+struct StepCache {
+    text: String,
+    /// `None`: the target reads the conversation, so it is evaluated per decision.
+    selected: Option<OnceLock<Selected>>,
+}
+
+impl StepCache {
+    fn new(step: &Step) -> Self {
+        StepCache {
+            text: step.target.to_string(),
+            selected: (!step.target.reads_conv()).then(OnceLock::new),
+        }
+    }
+}
+
+/// The agents a conversation-independent target selects.
+#[derive(Debug, Clone, Default)]
+struct Selected {
+    /// How many meet the indexed requirements ([`Counts::indexed`]).
+    indexed: usize,
+    /// Those for whom the whole target holds, with their skill fit, in agent order.
+    members: Vec<(usize, u32)>,
 }
 
 impl Picture {
@@ -273,6 +343,11 @@ impl Picture {
             }],
             mode: Mode::Auto,
         };
+        let steps = rules
+            .iter()
+            .map(|r| r.steps.iter().map(StepCache::new).collect())
+            .collect();
+        let default_step = StepCache::new(&default.steps[0]);
         let mut picture = Picture {
             config,
             rules,
@@ -283,10 +358,18 @@ impl Picture {
             by_skill: HashMap::new(),
             by_lang: HashMap::new(),
             free: [0; CHANNEL_COUNT],
+            hot: Vec::new(),
+            steps,
+            default_step,
         };
         for agent in agents {
             picture.add(agent);
         }
+        picture.hot = id_ranks(&picture.agents)
+            .into_iter()
+            .zip(&picture.agents)
+            .map(|(rank, a)| Hot::of(a, rank))
+            .collect();
         picture
     }
 
@@ -294,7 +377,11 @@ impl Picture {
         let i = self.agents.len();
         self.by_id.insert(agent.view.id.clone(), i);
         for team in &agent.view.teams {
-            self.by_team.entry(team.clone()).or_default().push(i);
+            // An agent who lists a team twice is still one entry (and one candidate).
+            let list = self.by_team.entry(team.clone()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
         }
         for skill in agent.view.skills.keys() {
             self.by_skill.entry(skill.clone()).or_default().push(i);
@@ -333,12 +420,22 @@ impl Picture {
         let Some(&i) = self.by_id.get(agent) else {
             return;
         };
+        if channel >= CHANNEL_COUNT {
+            return;
+        }
         let a = &mut self.agents[i];
         if a.online && a.free(channel) > 0 {
             self.free[channel] -= 1;
         }
         a.active[channel] += 1;
         a.last_assigned_at = a.last_assigned_at.max(now);
+        self.sync(i);
+    }
+
+    /// Copies agent `i`'s presence and slots to its packed state.
+    fn sync(&mut self, i: usize) {
+        let rank = self.hot[i].rank;
+        self.hot[i] = Hot::of(&self.agents[i], rank);
     }
 
     /// Records that `agent` gave a slot on `channel` back.
@@ -346,6 +443,9 @@ impl Picture {
         let Some(&i) = self.by_id.get(agent) else {
             return;
         };
+        if channel >= CHANNEL_COUNT {
+            return;
+        }
         let a = &mut self.agents[i];
         if a.active[channel] == 0 {
             return;
@@ -354,6 +454,7 @@ impl Picture {
         if a.online && a.active[channel] < a.capacity[channel] {
             self.free[channel] += 1;
         }
+        self.sync(i);
     }
 
     /// Records a presence change.
@@ -374,6 +475,7 @@ impl Picture {
                 self.free[ch] -= f;
             }
         }
+        self.sync(i);
     }
 
     fn rule(&self, index: Option<usize>) -> &Rule {
@@ -382,7 +484,11 @@ impl Picture {
 
     /// The rule, step, tier and queue key of `w` at `now`.
     pub fn plan(&self, w: &Waiting, now: i64) -> Plan {
-        let rule = self.rules.iter().position(|r| r.matcher.matches(&w.conv));
+        // A rule without steps could route nowhere (`compile_rule` refuses one): passed over.
+        let rule = self
+            .rules
+            .iter()
+            .position(|r| !r.steps.is_empty() && r.matcher.matches(&w.conv));
         let steps = &self.rule(rule).steps;
         let mut step = steps.len().saturating_sub(1);
         let mut boundary = w.queued_at;
@@ -391,7 +497,12 @@ impl Picture {
             if k + 1 == steps.len() {
                 break;
             }
-            boundary = boundary.saturating_add(s.timeout_ms.unwrap_or(i64::MAX));
+            let Some(timeout) = s.timeout_ms else {
+                // No timeout: this step applies for good and no timer is due.
+                step = k;
+                break;
+            };
+            boundary = boundary.saturating_add(timeout);
             if now < boundary {
                 step = k;
                 next_change_at = Some(boundary);
@@ -450,81 +561,97 @@ impl Picture {
     /// [`Self::decide`] with a plan already computed (as by [`Self::order`]).
     pub fn decide_planned(&self, w: &Waiting, plan: Plan, now: i64) -> Decision {
         let rule = self.rule(plan.rule);
-        let step = &rule.steps[plan.step.min(rule.steps.len() - 1)];
-        let req = step.target.requirements();
+        // Only a hand-made plan can name a rule without steps: nobody is eligible then.
+        let step_index = plan.step.min(rule.steps.len().saturating_sub(1));
+        let step = rule.steps.get(step_index);
+        let cache = match plan.rule {
+            Some(r) => self.steps.get(r).and_then(|s| s.get(step_index)),
+            None => Some(&self.default_step),
+        };
         let inbox_team = if plan.rule.is_none() {
             w.inbox_team.as_deref()
         } else {
             None
         };
-        let channel = channel_index(&w.conv.channel);
-        let mut counts = Counts {
-            agents: self.agents.len(),
-            ..Counts::default()
-        };
-        let mut top: Vec<(Score, usize)> = Vec::with_capacity(TOP + 1);
+        let rank_of = |id: &str| self.by_id.get(id).map(|&i| self.hot[i].rank);
         let affinity = w
             .last_agent
             .as_ref()
             .filter(|l| now.saturating_sub(l.at) <= self.config.affinity_window_ms)
-            .map(|l| l.id.as_str());
-        let bound = step.target.bind(&w.conv);
-        let mut visit = |i: usize| {
-            let a = &self.agents[i];
-            if !meets(a, req, inbox_team) {
-                return;
-            }
-            counts.indexed += 1;
-            if bound.constant() != Some(true) && !bound.matches(&a.view) {
-                return;
-            }
-            counts.target += 1;
-            if w.excluded.contains(&a.view.id) {
-                return;
-            }
-            counts.not_excluded += 1;
-            if !a.online {
-                return;
-            }
-            counts.online += 1;
-            let Some(ch) = channel else { return };
-            let free = a.free(ch);
-            if free == 0 {
-                return;
-            }
-            counts.with_capacity += 1;
-            let score = Score {
-                agent_id: String::new(),
-                affinity: affinity == Some(a.view.id.as_str()),
-                skill_fit: skill_fit(a, req),
-                spare_ratio: f64::from(free) / f64::from(a.capacity[ch]),
-                free,
-                capacity: a.capacity[ch],
-                last_assigned_at_ms: a.last_assigned_at,
-            };
-            let pos = top
-                .iter()
-                .position(|(s, j)| better(&score, i, s, *j, &self.agents) == Ordering::Less)
-                .unwrap_or(top.len());
-            if pos < TOP {
-                top.insert(pos, (score, i));
-                top.truncate(TOP);
-            }
+            .and_then(|l| rank_of(&l.id));
+        let mut pick = Picker {
+            hot: &self.hot,
+            channel: channel_index(&w.conv.channel),
+            affinity,
+            // Ids the picture does not know cannot exclude anybody.
+            excluded: w.excluded.iter().filter_map(|x| rank_of(x)).collect(),
+            counts: Counts {
+                agents: self.agents.len(),
+                ..Counts::default()
+            },
+            top: Vec::with_capacity(TOP),
         };
-        match self.smallest_index(req, inbox_team) {
-            Some(list) => list.iter().copied().for_each(&mut visit),
-            None => (0..self.agents.len()).for_each(&mut visit),
+        match step {
+            None => {}
+            // The default rule: the target is `true`; the inbox's team is the one requirement.
+            Some(_) if plan.rule.is_none() => {
+                let list =
+                    inbox_team.map(|team| self.by_team.get(team).map_or(&[][..], Vec::as_slice));
+                let n = list.map_or(self.agents.len(), <[usize]>::len);
+                pick.counts.indexed = n;
+                pick.counts.target = n;
+                match list {
+                    Some(list) => list.iter().for_each(|&i| pick.consider(i, 0)),
+                    None => (0..self.agents.len()).for_each(|i| pick.consider(i, 0)),
+                }
+            }
+            Some(step) => match cache.and_then(|c| c.selected.as_ref()) {
+                Some(once) => {
+                    let selected = once.get_or_init(|| self.select(step));
+                    pick.counts.indexed = selected.indexed;
+                    pick.counts.target = selected.members.len();
+                    for &(i, fit) in &selected.members {
+                        pick.consider(i, fit);
+                    }
+                }
+                None => {
+                    let req = step.target.requirements();
+                    let bound = step.target.bind(&w.conv);
+                    let mut visit = |i: usize| {
+                        let a = &self.agents[i];
+                        if !meets(a, req) {
+                            return;
+                        }
+                        pick.counts.indexed += 1;
+                        if bound.constant() != Some(true) && !bound.matches(&a.view) {
+                            return;
+                        }
+                        pick.counts.target += 1;
+                        pick.consider(i, skill_fit(a, req));
+                    };
+                    match self.smallest_index(req) {
+                        Some(list) => list.iter().copied().for_each(&mut visit),
+                        None => (0..self.agents.len()).for_each(&mut visit),
+                    }
+                }
+            },
         }
+        let Picker { top, counts, .. } = pick;
         let decided_by = match top.as_slice() {
             [] => None,
             [_] => Some("only_candidate"),
-            [(a, i), (b, j), ..] => Some(separating(a, *i, b, *j, &self.agents)),
+            [a, b, ..] => Some(a.separating(b)),
         };
         let top: Vec<Score> = top
-            .into_iter()
-            .map(|(mut s, i)| {
-                s.agent_id = self.agents[i].view.id.clone();
-                s
+            .iter()
+            .map(|c| Score {
+                agent_id: self.agents[c.agent].view.id.clone(),
+                affinity: c.affinity,
+                skill_fit: c.fit,
+                spare_ratio: f64::from(c.free) / f64::from(c.capacity),
+                free: c.free,
+                capacity: c.capacity,
+                last_assigned_at_ms: c.last_assigned_at,
             })
             .collect();
         let agent = top.first().map(|s| s.agent_id.clone());
@@ -536,7 +663,13 @@ impl Picture {
             step: plan.step,
             target: match inbox_team {
                 Some(team) => format!("team == {team:?}"),
-                None => step.target.to_string(),
+                None => cache.map_or_else(String::new, |c| {
+                    if step.is_some() {
+                        c.text.clone()
+                    } else {
+                        String::new()
+                    }
+                }),
             },
             tier: plan.tier,
             urgent: plan.urgent,
@@ -555,15 +688,34 @@ impl Picture {
         }
     }
 
+    /// The agents a conversation-independent `step` selects.
+    fn select(&self, step: &Step) -> Selected {
+        let req = step.target.requirements();
+        // The target reads no conversation field, so any conversation binds it the same.
+        let bound = step.target.bind(&ConvView::default());
+        let mut selected = Selected::default();
+        let mut visit = |i: usize| {
+            let a = &self.agents[i];
+            if !meets(a, req) {
+                return;
+            }
+            selected.indexed += 1;
+            if bound.constant() != Some(true) && !bound.matches(&a.view) {
+                return;
+            }
+            selected.members.push((i, skill_fit(a, req)));
+        };
+        match self.smallest_index(req) {
+            Some(list) => list.iter().copied().for_each(&mut visit),
+            None => (0..self.agents.len()).for_each(&mut visit),
+        }
+        selected
+    }
+
     /// The shortest agent list that every candidate must be on, if any requirement is
     /// indexed; an unknown team, skill or language yields the empty list.
-    fn smallest_index(&self, req: &Requirements, inbox_team: Option<&str>) -> Option<&[usize]> {
-        let teams = req
-            .teams
-            .iter()
-            .map(String::as_str)
-            .chain(inbox_team)
-            .map(|t| self.by_team.get(t));
+    fn smallest_index(&self, req: &Requirements) -> Option<&[usize]> {
+        let teams = req.teams.iter().map(|t| self.by_team.get(t));
         let skills = req.skills.keys().map(|s| self.by_skill.get(s));
         let langs = req.languages.keys().map(|l| self.by_lang.get(l));
         teams
@@ -574,11 +726,137 @@ impl Picture {
     }
 }
 
+/// Each agent's rank in id order; equal ids share one.
+fn id_ranks(agents: &[Agent]) -> Vec<u32> {
+    let mut by_id: Vec<usize> = (0..agents.len()).collect();
+    by_id.sort_unstable_by(|&a, &b| agents[a].view.id.cmp(&agents[b].view.id));
+    let mut ranks = vec![0; agents.len()];
+    let mut rank = 0;
+    for (k, &i) in by_id.iter().enumerate() {
+        if k > 0 && agents[by_id[k - 1]].view.id != agents[i].view.id {
+            rank += 1;
+        }
+        ranks[i] = rank;
+    }
+    ranks
+}
+
+/// The filters after the target (exclusion, presence, capacity) and the running top
+/// [`TOP`], for one decision.
+struct Picker<'a> {
+    hot: &'a [Hot],
+    channel: Option<usize>,
+    /// The id rank of the contact's last agent, within the affinity window.
+    affinity: Option<u32>,
+    /// The id ranks of the excluded agents.
+    excluded: Vec<u32>,
+    counts: Counts,
+    /// Best first.
+    top: Vec<Candidate>,
+}
+
+/// One eligible agent's score parts, as compared.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    agent: usize,
+    rank: u32,
+    affinity: bool,
+    fit: u32,
+    free: u32,
+    capacity: u32,
+    last_assigned_at: i64,
+}
+
+impl Picker<'_> {
+    /// Agent `i`, for whom the step's target holds with skill fit `fit`.
+    fn consider(&mut self, i: usize, fit: u32) {
+        let a = &self.hot[i];
+        let rank = a.rank;
+        if !self.excluded.is_empty() && self.excluded.contains(&rank) {
+            return;
+        }
+        self.counts.not_excluded += 1;
+        if !a.online {
+            return;
+        }
+        self.counts.online += 1;
+        let Some(ch) = self.channel else { return };
+        let free = a.capacity[ch].saturating_sub(a.active[ch]);
+        if free == 0 {
+            return;
+        }
+        self.counts.with_capacity += 1;
+        let c = Candidate {
+            agent: i,
+            rank,
+            affinity: self.affinity == Some(rank),
+            fit,
+            free,
+            capacity: a.capacity[ch],
+            last_assigned_at: a.last_assigned_at,
+        };
+        // Most candidates lose to the worst of a full top at once.
+        if self.top.len() == TOP && !c.before(&self.top[TOP - 1]) {
+            return;
+        }
+        let pos = self
+            .top
+            .iter()
+            .position(|t| c.before(t))
+            .unwrap_or(self.top.len());
+        if self.top.len() == TOP {
+            self.top.pop();
+        }
+        self.top.insert(pos, c);
+    }
+}
+
+impl Candidate {
+    /// The agent order, part by part, with each part's name.
+    fn parts(&self, other: &Candidate) -> [(&'static str, Ordering); 5] {
+        // Spare ratios compared exactly: a.free / a.cap vs b.free / b.cap.
+        let spare = (u64::from(other.free) * u64::from(self.capacity))
+            .cmp(&(u64::from(self.free) * u64::from(other.capacity)));
+        [
+            ("affinity", other.affinity.cmp(&self.affinity)),
+            ("skill_fit", other.fit.cmp(&self.fit)),
+            ("spare_capacity", spare),
+            (
+                "least_recently_assigned",
+                self.last_assigned_at.cmp(&other.last_assigned_at),
+            ),
+            ("agent_id", self.rank.cmp(&other.rank)),
+        ]
+    }
+
+    /// Whether `self` goes strictly before `other` (the hot path: stops at the first part
+    /// that differs).
+    fn before(&self, other: &Candidate) -> bool {
+        let ord = other
+            .affinity
+            .cmp(&self.affinity)
+            .then_with(|| other.fit.cmp(&self.fit))
+            .then_with(|| {
+                (u64::from(other.free) * u64::from(self.capacity))
+                    .cmp(&(u64::from(self.free) * u64::from(other.capacity)))
+            })
+            .then_with(|| self.last_assigned_at.cmp(&other.last_assigned_at))
+            .then_with(|| self.rank.cmp(&other.rank));
+        ord == Ordering::Less
+    }
+
+    /// The name of the first score part that separates two candidates.
+    fn separating(&self, other: &Candidate) -> &'static str {
+        self.parts(other)
+            .into_iter()
+            .find(|(_, o)| *o != Ordering::Equal)
+            .map_or("agent_id", |(name, _)| name)
+    }
+}
+
 /// Whether the agent meets every indexed requirement.
-fn meets(a: &Agent, req: &Requirements, inbox_team: Option<&str>) -> bool {
-    let has_team = |t: &str| a.view.teams.iter().any(|x| x == t);
-    req.teams.iter().all(|t| has_team(t))
-        && inbox_team.is_none_or(has_team)
+fn meets(a: &Agent, req: &Requirements) -> bool {
+    req.teams.iter().all(|t| a.view.teams.contains(t))
         && req
             .skills
             .iter()
@@ -604,45 +882,6 @@ fn skill_fit(a: &Agent, req: &Requirements) -> u32 {
                 .map(|(l, min)| over(a.view.languages.get(l), min)),
         )
         .sum()
-}
-
-/// The agent order: `Less` when (`a`, agent `i`) goes before (`b`, agent `j`).
-fn better(a: &Score, i: usize, b: &Score, j: usize, agents: &[Agent]) -> Ordering {
-    parts(a, i, b, j, agents)
-        .into_iter()
-        .map(|(_, o)| o)
-        .find(|o| *o != Ordering::Equal)
-        .unwrap_or(Ordering::Equal)
-}
-
-/// The name of the first score part that separates two candidates.
-fn separating(a: &Score, i: usize, b: &Score, j: usize, agents: &[Agent]) -> &'static str {
-    parts(a, i, b, j, agents)
-        .into_iter()
-        .find(|(_, o)| *o != Ordering::Equal)
-        .map_or("agent_id", |(name, _)| name)
-}
-
-fn parts(
-    a: &Score,
-    i: usize,
-    b: &Score,
-    j: usize,
-    agents: &[Agent],
-) -> [(&'static str, Ordering); 5] {
-    // Spare ratios compared exactly: a.free / a.cap vs b.free / b.cap.
-    let spare = (u64::from(b.free) * u64::from(a.capacity))
-        .cmp(&(u64::from(a.free) * u64::from(b.capacity)));
-    [
-        ("affinity", b.affinity.cmp(&a.affinity)),
-        ("skill_fit", b.skill_fit.cmp(&a.skill_fit)),
-        ("spare_capacity", spare),
-        (
-            "least_recently_assigned",
-            a.last_assigned_at_ms.cmp(&b.last_assigned_at_ms),
-        ),
-        ("agent_id", agents[i].view.id.cmp(&agents[j].view.id)),
-    ]
 }
 
 /// Compiles a stored rule; `None` (with the reason) when it no longer compiles.
@@ -677,5 +916,9 @@ pub fn compile_rule(
     })
 }
 
+#[cfg(test)]
+mod fairness;
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

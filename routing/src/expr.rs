@@ -249,6 +249,12 @@ impl TargetExpr {
         eval::bind(&self.node, conv)
     }
 
+    /// Whether the expression reads the conversation; when not, which agents it selects is
+    /// the same for every conversation and the engine may compute it once.
+    pub(crate) fn reads_conv(&self) -> bool {
+        eval::node_reads_conv(&self.node)
+    }
+
     /// The indexable hard requirements among the top-level conjuncts.
     pub fn requirements(&self) -> &Requirements {
         &self.requirements

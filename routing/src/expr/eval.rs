@@ -328,6 +328,30 @@ fn bind_operand(op: &Operand, conv: &ConvView) -> Operand {
     }
 }
 
+/// Whether evaluating `node` reads the conversation at all (a target that does not is the same
+/// for every conversation).
+pub(crate) fn node_reads_conv(node: &Node) -> bool {
+    match node {
+        Node::Const(_) | Node::Team { .. } => false,
+        Node::Test(op) | Node::IsNull(op, _) => operand_reads_conv(op),
+        Node::Not(inner) => node_reads_conv(inner),
+        Node::All(items) | Node::Any(items) => items.iter().any(node_reads_conv),
+        Node::Cmp(_, a, b) => operand_reads_conv(a) || operand_reads_conv(b),
+    }
+}
+
+fn operand_reads_conv(op: &Operand) -> bool {
+    match op {
+        Operand::Conv(_) | Operand::Contact(_) | Operand::Keyword(_) => true,
+        Operand::Cond(node) => node_reads_conv(node),
+        Operand::Null
+        | Operand::Lit(_)
+        | Operand::Agent(_)
+        | Operand::Skill(_)
+        | Operand::Lang(_) => false,
+    }
+}
+
 fn node_reads_agent(node: &Node) -> bool {
     match node {
         Node::Const(_) => false,
