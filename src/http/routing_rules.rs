@@ -99,6 +99,21 @@ pub fn rule_schema() -> Schema {
         .contact("tier", Type::String)
 }
 
+/// [`rule_schema`] with the account's skill catalogue and team names, so a rule naming a
+/// skill or team the account does not have is refused with its position.
+async fn account_schema(
+    conn: &mut sqlx::AnyConnection,
+    account_id: &str,
+) -> Result<Schema, ApiError> {
+    let skills = crate::store::agents::known_skills(&mut *conn, account_id).await?;
+    let teams: Vec<String> = sqlx::query_scalar("SELECT name FROM teams WHERE account_id = $1")
+        .bind(account_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    Ok(rule_schema().catalogues(skills.into_iter().collect(), teams.into_iter().collect()))
+}
+
 /// One step as sent.
 #[derive(Deserialize, Serialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
@@ -409,8 +424,12 @@ fn refuse(problems: Vec<RuleProblem>) -> ApiError {
 
 /// Applies `input` onto `rule` (every field for a new rule), checking everything and compiling
 /// every expression; nothing is written by this function.
-fn apply(rule: &mut RoutingRule, input: RuleIn, creating: bool) -> Result<(), ApiError> {
-    let schema = rule_schema();
+fn apply(
+    rule: &mut RoutingRule,
+    input: RuleIn,
+    creating: bool,
+    schema: &Schema,
+) -> Result<(), ApiError> {
     let mut problems = Vec::new();
     if creating {
         for (absent, name) in [
@@ -434,11 +453,11 @@ fn apply(rule: &mut RoutingRule, input: RuleIn, creating: bool) -> Result<(), Ap
         rule.name = name;
     }
     if let Some(src) = input.match_expr {
-        check_match(&src, &schema, &mut problems);
+        check_match(&src, schema, &mut problems);
         rule.match_expr = src;
     }
     if let Some(steps) = input.steps {
-        rule.steps = check_steps(&steps, &schema, &mut problems);
+        rule.steps = check_steps(&steps, schema, &mut problems);
     }
     if let Some(mode) = input.mode {
         if !MODES.contains(&mode.as_str()) {
@@ -500,8 +519,9 @@ pub async fn create_rule(
         created_at: now,
         updated_at: now,
     };
-    apply(&mut rule, input, true)?;
     let mut tx = state.store.begin_scoped(&who.account_id).await?;
+    let schema = account_schema(&mut tx, &who.account_id).await?;
+    apply(&mut rule, input, true, &schema)?;
     rule.position = rows::insert(&mut tx, &who.account_id, &rule).await?;
     let record = who
         .audit("routing_rule.created", "routing_rule", Some(&rule.id))
@@ -596,7 +616,8 @@ pub async fn patch_rule(
         .await?
         .ok_or_else(|| ApiError::not_found("routing rule"))?;
     let mut after = before.clone();
-    apply(&mut after, input, false)?;
+    let schema = account_schema(&mut tx, &who.account_id).await?;
+    apply(&mut after, input, false, &schema)?;
     after.updated_at = before.updated_at;
     if after == before {
         tx.rollback().await?;
@@ -722,12 +743,15 @@ pub async fn reorder_rules(
     security(("bearer" = [])),
 )]
 pub async fn validate_rule(
+    State(state): State<AppState>,
     who: Principal,
     RawBody(body): RawBody,
 ) -> Result<Json<ValidateOut>, ApiError> {
     who.require(Permission::ConfigureRouting)?;
     let input: ValidateIn = parse_json(&body)?;
-    let schema = rule_schema();
+    let mut tx = state.store.scoped(&who.account_id).await?;
+    let schema = account_schema(&mut tx, &who.account_id).await?;
+    tx.commit().await?;
     let mut errors = Vec::new();
     if let Some(src) = &input.match_expr {
         check_match(src, &schema, &mut errors);

@@ -50,6 +50,43 @@ async fn rules_round_trip_with_audit_and_refuse_bad_expressions(backend: Backend
         async move { hub.call(method, &path, &token, body).await }
     };
 
+    // A rule may name only the account's skills and teams: refused, with positions.
+    let (status, early) = call(Method::POST, RULES.to_owned(), Some(rule_body("early"))).await;
+    assert_eq!(status, 422, "{early}");
+    let details = &early["error"]["details"];
+    assert_eq!(details[0]["field"], "steps[0].target", "{early}");
+    assert_eq!(
+        (&details[0]["line"], &details[0]["column"]),
+        (&json!(1), &json!(7))
+    );
+    assert!(
+        details[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown skill `billing`")
+    );
+    assert_eq!(details[1]["column"], 35, "{early}");
+    assert!(
+        details[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown team `payments`")
+    );
+    let (status, body) = call(
+        Method::POST,
+        "/v1/admin/skills".to_owned(),
+        Some(json!({ "name": "billing" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        Method::POST,
+        "/v1/admin/teams".to_owned(),
+        Some(json!({ "name": "payments" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
     // Create two; they go to the end of the order.
     let (status, first) = call(Method::POST, RULES.to_owned(), Some(rule_body("first"))).await;
     assert_eq!(status, 201, "{first}");

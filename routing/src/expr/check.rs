@@ -48,6 +48,29 @@ impl Checker<'_> {
         self.errors.push((span, message));
     }
 
+    /// Refuses a skill or team name the account does not have, when the schema lists them.
+    fn known(&mut self, what: &str, name: &str, span: Span) {
+        let list = if what == "skill" {
+            &self.schema.skills
+        } else {
+            &self.schema.teams
+        };
+        if let Some(list) = list
+            && !list.contains(name)
+        {
+            let names: Vec<&str> = list.iter().map(String::as_str).take(20).collect();
+            let known = if names.is_empty() {
+                "none yet".to_owned()
+            } else {
+                names.join(", ")
+            };
+            self.error(
+                span,
+                format!("unknown {what} `{name}`; the account's: {known}"),
+            );
+        }
+    }
+
     /// `e` in a position that needs a condition (Bool).
     fn cond(&mut self, e: &Expr) -> Node {
         match &e.kind {
@@ -165,6 +188,15 @@ impl Checker<'_> {
         if let Some(message) = problem {
             self.error(lhs.span.to(rhs.span), message);
         }
+        match (op, &a, &b) {
+            (CmpOp::Has, Operand::Agent(AgentField::Teams), Operand::Lit(Value::String(t))) => {
+                self.known("team", t, rhs.span);
+            }
+            (CmpOp::In, Operand::Lit(Value::String(t)), Operand::Agent(AgentField::Teams)) => {
+                self.known("team", t, lhs.span);
+            }
+            _ => {}
+        }
         Node::Cmp(op, a, b)
     }
 
@@ -196,6 +228,9 @@ impl Checker<'_> {
                 );
             }
             self.channel_literal(&a, item);
+            if let (Some(Ty::Team), Value::String(team)) = (&ta, &value) {
+                self.known("team", team, item.span);
+            }
             values.push(value);
         }
         if ta == Some(Ty::Team) {
@@ -229,10 +264,13 @@ impl Checker<'_> {
             (lhs, ta, a)
         };
         match (op, other) {
-            (CmpOp::Eq | CmpOp::Ne, (_, _, Operand::Lit(Value::String(team)))) => Node::Team {
-                teams: vec![team.clone()],
-                negated: op == CmpOp::Ne,
-            },
+            (CmpOp::Eq | CmpOp::Ne, (expr, _, Operand::Lit(Value::String(team)))) => {
+                self.known("team", team, expr.span);
+                Node::Team {
+                    teams: vec![team.clone()],
+                    negated: op == CmpOp::Ne,
+                }
+            }
             (_, (_, None, _)) => Node::Const(false),
             _ => {
                 self.error(lhs.span.to(rhs.span), TEAM_USE.into());
@@ -409,7 +447,10 @@ impl Checker<'_> {
             return None;
         };
         match name {
-            "skill" => Some((Operand::Skill(arg.clone()), Type::Number)),
+            "skill" => {
+                self.known("skill", arg, args[0].span);
+                Some((Operand::Skill(arg.clone()), Type::Number))
+            }
             "lang" => Some((Operand::Lang(arg.clone()), Type::Number)),
             _ if arg.trim().is_empty() => {
                 self.error(args[0].span, "`keyword()` needs a word".into());

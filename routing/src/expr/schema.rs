@@ -1,7 +1,7 @@
 //! What rules may read: the declared schema they are checked against, and the views the
 //! engine fills for evaluation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// The channels `conv.channel` can hold; a literal outside this list is a check-time error.
@@ -39,12 +39,24 @@ impl fmt::Display for Type {
 pub struct Schema {
     /// `conv.contact.<name>` and its type.
     pub contact: BTreeMap<String, Type>,
+    /// The account's skill catalogue: `skill("x")` must name one. `None`: not checked.
+    pub skills: Option<BTreeSet<String>>,
+    /// The account's team names: `team == "x"` and `agent.teams has "x"` must name one.
+    /// `None`: not checked.
+    pub teams: Option<BTreeSet<String>>,
 }
 
 impl Schema {
     /// Declares a contact attribute (builder style).
     pub fn contact(mut self, name: &str, ty: Type) -> Self {
         self.contact.insert(name.to_owned(), ty);
+        self
+    }
+
+    /// Checks skill and team names against the account's (builder style).
+    pub fn catalogues(mut self, skills: BTreeSet<String>, teams: BTreeSet<String>) -> Self {
+        self.skills = Some(skills);
+        self.teams = Some(teams);
         self
     }
 }

@@ -511,3 +511,38 @@ fn text_matching_helpers() {
     assert!(has_word("pre refund-now", "refund"));
     assert!(has_word("Quiero un reembolso ya", "un reembolso"));
 }
+
+#[test]
+fn skills_and_teams_are_checked_against_the_catalogues_with_positions() {
+    let names = |xs: &[&str]| xs.iter().map(|x| (*x).to_owned()).collect();
+    let schema = schema().catalogues(names(&["billing"]), names(&["payments"]));
+    assert!(
+        TargetExpr::compile(
+            "skill(\"billing\") >= 3 and team == \"payments\" and agent.teams has \"payments\"",
+            &schema
+        )
+        .is_ok()
+    );
+    let err = TargetExpr::compile(
+        "skill(\"biling\") >= 3 and team in [\"payments\", \"sales\"]\nor agent.teams has \"ops\"",
+        &schema,
+    )
+    .unwrap_err();
+    let found: Vec<(usize, usize, &str)> = err
+        .0
+        .iter()
+        .map(|d| (d.line, d.column, d.message.as_str()))
+        .collect();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (1, 7));
+    assert!(
+        found[0].2.starts_with("unknown skill `biling`"),
+        "{found:?}"
+    );
+    assert_eq!((found[1].0, found[1].1), (1, 47));
+    assert!(found[1].2.starts_with("unknown team `sales`"), "{found:?}");
+    assert_eq!((found[2].0, found[2].1), (2, 20));
+    assert!(found[2].2.starts_with("unknown team `ops`"), "{found:?}");
+    // Without catalogues nothing is checked (a stored rule still compiles after a rename).
+    assert!(TargetExpr::compile("skill(\"anything\") >= 1", &Schema::default()).is_ok());
+}
