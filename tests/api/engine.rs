@@ -22,6 +22,7 @@ on_both_backends!(
     grace_period_and_no_reply_return_conversations_to_the_queue,
     manual_assignment_frees_and_unassignment_requeues,
     storm_keeps_the_invariants,
+    the_commit_refuses_what_changed_since_the_decision,
 );
 
 /// The hub, an admin and helpers to drive agents and customers.
@@ -761,4 +762,137 @@ async fn storm_keeps_the_invariants(backend: Backend) {
         second.stop().await;
     }
     floor.close().await;
+}
+
+/// The store is the arbiter: a placement decided on a stale picture is refused by the commit's
+/// own guards (offline a moment ago, stale heartbeat, full, taken, excluded), and of two
+/// concurrent placements that cannot both hold, exactly one commits. Driven on the store
+/// itself, with no dispatcher running, so nothing else moves the rows.
+async fn the_commit_refuses_what_changed_since_the_decision(backend: Backend) {
+    use switchboard::store::Store;
+    use switchboard::store::routing::{Placed, Placement};
+
+    let site = Site::new(backend);
+    let store = Store::connect(&site.config("").database).await.unwrap();
+    let account = store.ensure_account("default").await.unwrap();
+    let agents: Vec<TestUser> =
+        futures::future::join_all((0..5).map(|_| site.user("agent", None, &[]))).await;
+    let now = 1_000_000_000_000i64;
+    let pool = store.pool();
+    sqlx::query(
+        "INSERT INTO inboxes (id, account_id, slug, channel, name, created_at, updated_at) \
+                 VALUES ('inb_guard', $1, 'guard', 'whatsapp', 'Guard', $2, $2)",
+    )
+    .bind(&account)
+    .bind(now)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO contacts (id, account_id, created_at, updated_at) VALUES ('ctc_guard', $1, $2, $2)")
+        .bind(&account).bind(now).execute(pool).await.unwrap();
+    for n in 0..6 {
+        // One open conversation per contact and inbox: each its own contact.
+        let contact = format!("ctc_guard{n}");
+        sqlx::query(
+            "INSERT INTO contacts (id, account_id, created_at, updated_at) VALUES ($1, $2, $3, $3)",
+        )
+        .bind(&contact)
+        .bind(&account)
+        .bind(now)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, \
+                     last_message_at, created_at, updated_at, routing_state, queued_at) \
+                     VALUES ($1, $2, 'inb_guard', $3, 'whatsapp', 'open', $4, $4, $4, 'waiting', $4)")
+            .bind(format!("conv_guard{n}")).bind(&account).bind(&contact).bind(now)
+            .execute(pool).await.unwrap();
+    }
+    // Agents 0–3: one WhatsApp slot, online with a fresh heartbeat; 1 then goes offline; 2's
+    // heartbeat is stale; 4 has no presence at all.
+    for (i, agent) in agents.iter().enumerate() {
+        sqlx::query("INSERT INTO agent_load (account_id, user_id, channel, capacity) VALUES ($1, $2, 'whatsapp', 1)")
+            .bind(&account).bind(&agent.id).execute(pool).await.unwrap();
+        if i < 4 {
+            let (status, heartbeat) = match i {
+                1 => ("offline", now),
+                2 => ("online", now - 120_000),
+                _ => ("online", now),
+            };
+            sqlx::query("INSERT INTO presence (account_id, user_id, status, heartbeat_at, changed_at) VALUES ($1, $2, $3, $4, $4)")
+                .bind(&account).bind(&agent.id).bind(status).bind(heartbeat)
+                .execute(pool).await.unwrap();
+        }
+    }
+    let place = |conversation: String, agent: String| {
+        let (store, account) = (store.clone(), account.clone());
+        async move {
+            store
+                .place(&Placement {
+                    account_id: &account,
+                    conversation_id: &conversation,
+                    agent_id: &agent,
+                    channel: "whatsapp",
+                    step: 0,
+                    offer_expires_at: None,
+                    fresh_after: now - 90_000,
+                    trace: "{}",
+                    now,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let lost = |p: Placed| match p {
+        Placed::Lost(what) => what,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let id = |i: usize| agents[i].id.clone();
+    let conv = |n: usize| format!("conv_guard{n}");
+    assert_eq!(
+        lost(place(conv(0), id(1)).await),
+        "agent",
+        "offline a moment ago"
+    );
+    assert_eq!(
+        lost(place(conv(0), id(2)).await),
+        "agent",
+        "stale heartbeat"
+    );
+    assert_eq!(lost(place(conv(0), id(4)).await), "agent", "never online");
+    assert!(matches!(place(conv(0), id(0)).await, Placed::Assigned(_)));
+    assert_eq!(lost(place(conv(1), id(0)).await), "agent", "full");
+    assert_eq!(lost(place(conv(0), id(3)).await), "conversation", "taken");
+    sqlx::query("INSERT INTO routing_exclusions (account_id, conversation_id, agent_id, reason, at) VALUES ($1, $2, $3, 'offer_declined', $4)")
+        .bind(&account).bind(conv(1)).bind(id(3)).bind(now).execute(pool).await.unwrap();
+    assert_eq!(
+        lost(place(conv(1), id(3)).await),
+        "conversation",
+        "excluded"
+    );
+
+    // Races: two conversations for agent 3's one slot; two agents for one conversation.
+    let (a, b) = tokio::join!(place(conv(2), id(3)), place(conv(3), id(3)));
+    let won = [&a, &b]
+        .iter()
+        .filter(|p| matches!(p, Placed::Assigned(_)))
+        .count();
+    assert_eq!(won, 1, "one slot, one winner: {a:?} / {b:?}");
+    sqlx::query("UPDATE agent_load SET capacity = 5")
+        .execute(pool)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(place(conv(4), id(0)), place(conv(4), id(3)));
+    let won = [&a, &b]
+        .iter()
+        .filter(|p| matches!(p, Placed::Assigned(_)))
+        .count();
+    assert_eq!(won, 1, "one conversation, one assignee: {a:?} / {b:?}");
+    let active: i64 = sqlx::query("SELECT CAST(sum(active) AS BIGINT) FROM agent_load")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(active, 3, "the live counts match the three commits");
+    store.close().await;
 }
