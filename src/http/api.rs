@@ -561,21 +561,21 @@ async fn assign(
             ));
         }
     }
-    let by = match &who.actor {
-        crate::store::audit::Actor::User(id) | crate::store::audit::Actor::ApiKey(id) => {
-            id.as_str()
-        }
-        _ => "system",
-    };
     let now = ids::now_ms();
+    let record = who.audit("conversation.reassigned", "conversation", Some(&id));
     let updated = match body.assignee_id.as_deref() {
         Some(agent) => {
             state
                 .store
-                .assign_manually(&who.account_id, &id, agent, by, now)
+                .assign_manually(&who.account_id, &id, agent, record, now)
                 .await?
         }
-        None => state.store.unassign(&who.account_id, &id, by, now).await?,
+        None => {
+            state
+                .store
+                .unassign(&who.account_id, &id, record, now)
+                .await?
+        }
     }
     .ok_or_else(|| ApiError::not_found("conversation"))?;
     let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;

@@ -21,6 +21,7 @@ use sqlx::{AnyConnection, Row};
 use switchboard_routing::engine::{Agent, CHANNEL_COUNT, LastAgent, Waiting, channel_index};
 use switchboard_routing::expr::{AgentView, CHANNELS, ConvView, Value};
 
+use super::audit::{AuditRecord, append};
 use super::conversations::{Conversation, conversation};
 use super::{Locked, Store, StoreError, lock_row};
 use crate::http::routing_rules::attribute;
@@ -102,8 +103,6 @@ pub enum Requeue {
     GraceExpired,
     /// The assignee did not reply in time (they are excluded from it).
     NoReply,
-    /// Someone took it off them (they are excluded from it).
-    Unassigned,
 }
 
 impl Requeue {
@@ -111,7 +110,6 @@ impl Requeue {
         match self {
             Requeue::GraceExpired => "grace_expired",
             Requeue::NoReply => "no_reply",
-            Requeue::Unassigned => "unassigned",
         }
     }
 
@@ -946,9 +944,14 @@ impl Store {
         account_id: &str,
         conversation_id: &str,
         agent_id: &str,
-        by: &str,
+        record: AuditRecord,
         now: i64,
     ) -> Result<Option<Conversation>, StoreError> {
+        let by = record
+            .actor_id
+            .clone()
+            .unwrap_or_else(|| "system".to_owned());
+        let by = by.as_str();
         let mut tx = self.begin_scoped(account_id).await?;
         if !lock_row(&mut tx, Locked::Conversations, account_id, conversation_id).await? {
             tx.rollback().await?;
@@ -997,6 +1000,11 @@ impl Store {
                 .to_string();
         insert_trace(&mut tx, account_id, conversation_id, "manual", &trace, now).await?;
         let conv = read_conversation(&mut tx, conversation_id).await?;
+        append(
+            &mut tx,
+            &record.before(holding(&before)).after(holding(&conv)),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(conv))
     }
@@ -1007,9 +1015,13 @@ impl Store {
         &self,
         account_id: &str,
         conversation_id: &str,
-        by: &str,
+        record: AuditRecord,
         now: i64,
     ) -> Result<Option<Conversation>, StoreError> {
+        let by = record
+            .actor_id
+            .clone()
+            .unwrap_or_else(|| "system".to_owned());
         let mut tx = self.begin_scoped(account_id).await?;
         if !lock_row(&mut tx, Locked::Conversations, account_id, conversation_id).await? {
             tx.rollback().await?;
@@ -1050,6 +1062,11 @@ impl Store {
         )
         .await?;
         let conv = read_conversation(&mut tx, conversation_id).await?;
+        append(
+            &mut tx,
+            &record.before(holding(&before)).after(holding(&conv)),
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(conv))
     }
@@ -1302,6 +1319,11 @@ impl Store {
         }
         Ok((inboxes, teams))
     }
+}
+
+/// What an audit record of a manual change shows of the conversation.
+fn holding(c: &Conversation) -> serde_json::Value {
+    serde_json::json!({ "assignee_id": c.assignee_id, "routing_state": c.routing_state })
 }
 
 /// Frees whatever holds a conversation before it changes hands: the assignee's slot (and
