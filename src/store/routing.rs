@@ -996,17 +996,10 @@ impl Store {
             .await?;
         }
         let trace =
-            serde_json::json!({ "agent_id": agent_id, "by": by, "previous": before.assignee_id })
-                .to_string();
-        insert_trace(&mut tx, account_id, conversation_id, "manual", &trace, now).await?;
-        let conv = read_conversation(&mut tx, conversation_id).await?;
-        append(
-            &mut tx,
-            &record.before(holding(&before)).after(holding(&conv)),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(conv))
+            serde_json::json!({ "agent_id": agent_id, "by": by, "previous": before.assignee_id });
+        finish_manual(tx, &before, "manual", &trace, record, now)
+            .await
+            .map(Some)
     }
 
     /// Takes a conversation off its assignee (or withdraws its offer) and queues it again,
@@ -1051,24 +1044,10 @@ impl Store {
             )
             .await?;
         }
-        let trace = serde_json::json!({ "agent_id": holder, "by": by }).to_string();
-        insert_trace(
-            &mut tx,
-            account_id,
-            conversation_id,
-            "unassigned",
-            &trace,
-            now,
-        )
-        .await?;
-        let conv = read_conversation(&mut tx, conversation_id).await?;
-        append(
-            &mut tx,
-            &record.before(holding(&before)).after(holding(&conv)),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(conv))
+        let trace = serde_json::json!({ "agent_id": holder, "by": by });
+        finish_manual(tx, &before, "unassigned", &trace, record, now)
+            .await
+            .map(Some)
     }
 
     /// Resolves a conversation: it leaves routing and its holder's slot is freed. Resolving a
@@ -1319,6 +1298,28 @@ impl Store {
         }
         Ok((inboxes, teams))
     }
+}
+
+/// The end of a manual change: its trace, its audit record (who held it before and after),
+/// the commit; returns the conversation as it is now.
+async fn finish_manual(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    before: &Conversation,
+    kind: &str,
+    trace: &serde_json::Value,
+    record: AuditRecord,
+    now: i64,
+) -> Result<Conversation, StoreError> {
+    let trace = trace.to_string();
+    insert_trace(&mut tx, &before.account_id, &before.id, kind, &trace, now).await?;
+    let conv = read_conversation(&mut tx, &before.id).await?;
+    append(
+        &mut tx,
+        &record.before(holding(before)).after(holding(&conv)),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(conv)
 }
 
 /// What an audit record of a manual change shows of the conversation.
