@@ -46,6 +46,7 @@ pub fn wakes(kind: &str) -> bool {
         kind,
         "conversation.created"
             | "conversation.requeued"
+            | "conversation.updated"
             | "conversation.resolved"
             | "presence.changed"
             | "capacity.changed"
@@ -227,6 +228,11 @@ impl Dispatcher {
             }
         }
 
+        let recheck = routing
+            .no_reply_ms()
+            .unwrap_or(i64::MAX)
+            .min(timeout)
+            .saturating_add(1);
         let mut picture = load_picture(&self.store, &self.config, account, fresh_after).await?;
         let (waiting, traced): (Vec<_>, Vec<_>) = self
             .store
@@ -278,6 +284,9 @@ impl Dispatcher {
             match placed {
                 Placed::Assigned(conv) => {
                     picture.take(&agent, ch, now);
+                    // Its no-reply limit, or the moment its holder could go stale, is a
+                    // deadline the next pass reads exactly from the store.
+                    soonest(now.saturating_add(recheck));
                     self.publish(account, "conversation.assigned", json!(conv))
                         .await;
                 }

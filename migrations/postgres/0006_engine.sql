@@ -11,6 +11,10 @@ ALTER TABLE conversations ADD COLUMN routing_state TEXT NOT NULL DEFAULT 'idle'
 ALTER TABLE conversations ADD COLUMN queued_at BIGINT;
 ALTER TABLE conversations ADD COLUMN assigned_at BIGINT;
 ALTER TABLE conversations ADD COLUMN route_step BIGINT;
+-- What rules read besides the inbox and the contact: labels (a JSON array of strings) and the
+-- conversation's language, set over REST (`PATCH /v1/conversations/{id}`).
+ALTER TABLE conversations ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE conversations ADD COLUMN language TEXT;
 UPDATE conversations SET
     routing_state = CASE WHEN status = 'resolved' THEN 'idle'
                          WHEN assignee_id IS NOT NULL THEN 'assigned' ELSE 'waiting' END,

@@ -213,7 +213,7 @@ pub(crate) fn own_user(who: &Principal) -> Result<&str, ApiError> {
     })
 }
 
-fn is_language(code: &str) -> bool {
+pub(crate) fn is_language(code: &str) -> bool {
     (2..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
 }
 

@@ -40,7 +40,10 @@ pub struct ConversationsApi;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/conversations", get(list_conversations))
-        .route("/v1/conversations/{id}", get(get_conversation))
+        .route(
+            "/v1/conversations/{id}",
+            get(get_conversation).patch(super::routing::update_conversation),
+        )
         .route(
             "/v1/conversations/{id}/messages",
             get(list_messages).post(reply),

@@ -23,6 +23,7 @@ use crate::store::routing::{Offer, OfferEnd, OfferRefusal, QueueStats, TraceEntr
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
+    update_conversation,
     list_offers,
     accept_offer,
     decline_offer,
@@ -136,6 +137,8 @@ pub async fn accept_offer(
         json!(conv),
     )
     .await;
+    // The dispatcher learns the new assignment's deadlines (no reply, grace) at once.
+    crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(conv))
 }
 
@@ -283,6 +286,125 @@ pub async fn queue_stats(
         inboxes,
         teams,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPatch {
+    /// 0–100; added to the routing step's priority to give the queue tier. Needs
+    /// `reassign_conversations`.
+    pub priority: Option<i64>,
+    /// Replaces the labels (at most 20, each 1–50 characters; duplicates are dropped).
+    pub labels: Option<Vec<String>>,
+    /// The customer's language (`es`, `pt-br`), or null to clear it.
+    #[serde(default, deserialize_with = "some_or_null")]
+    #[schema(value_type = Option<String>)]
+    pub language: Option<Option<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit null (`Some(None)`).
+fn some_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+const MAX_LABELS: usize = 20;
+const MAX_LABEL: usize = 50;
+const MAX_PRIORITY: i64 = 100;
+
+#[utoipa::path(
+    patch,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    summary = "Change a conversation's priority, labels or language",
+    description = "What routing rules read (`conv.priority`, `conv.labels`, `conv.language`) and the queue orders by. Labels and language need `reply_to_customer`, priority `reassign_conversations`, each within scope. A waiting conversation is routed again at once with the new values.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    request_body = ConversationPatch,
+    responses(
+        (status = 200, description = "The conversation now", body = Conversation),
+        (status = 400, description = "The body is not valid JSON", body = ErrorEnvelope),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role lacks the permission a field needs", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope", body = ErrorEnvelope),
+        (status = 422, description = "A field is out of range (`details` names it)", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn update_conversation(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Conversation>, ApiError> {
+    let input: ConversationPatch = parse_json(&body)?;
+    if input.priority.is_some() {
+        visible_conversation(&state, &who, Permission::ReassignConversations, &id).await?;
+    }
+    if input.labels.is_some() || input.language.is_some() || input.priority.is_none() {
+        visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
+    }
+    if let Some(p) = input.priority
+        && !(0..=MAX_PRIORITY).contains(&p)
+    {
+        return Err(ApiError::invalid_field(
+            "priority",
+            format!("must be an integer from 0 to {MAX_PRIORITY}"),
+        ));
+    }
+    let labels = match input.labels {
+        Some(labels) => {
+            let mut clean: Vec<String> = Vec::new();
+            for (i, label) in labels.iter().enumerate() {
+                let label = label.trim();
+                if label.is_empty() || label.chars().count() > MAX_LABEL {
+                    return Err(ApiError::invalid_field(
+                        &format!("labels[{i}]"),
+                        format!("must be 1 to {MAX_LABEL} characters"),
+                    ));
+                }
+                if !clean.iter().any(|l| l == label) {
+                    clean.push(label.to_owned());
+                }
+            }
+            if clean.len() > MAX_LABELS {
+                return Err(ApiError::invalid_field(
+                    "labels",
+                    format!("at most {MAX_LABELS} labels"),
+                ));
+            }
+            Some(clean)
+        }
+        None => None,
+    };
+    if let Some(Some(code)) = &input.language
+        && !super::agents::is_language(code)
+    {
+        return Err(ApiError::invalid_field(
+            "language",
+            "must be a language code such as `es` or `pt-br` (lowercase)",
+        ));
+    }
+    let conv = state
+        .store
+        .update_conversation(
+            &who.account_id,
+            &id,
+            input.priority,
+            labels.as_deref(),
+            input.language.as_ref().map(Option::as_deref),
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?;
+    publish_event(
+        &state.broker,
+        &who.account_id,
+        "conversation.updated",
+        json!(conv),
+    )
+    .await;
+    Ok(Json(conv))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -40,6 +40,9 @@ pub struct Conversation {
     pub queued_at_ms: Option<i64>,
     pub assigned_at_ms: Option<i64>,
     pub resolved_at_ms: Option<i64>,
+    pub labels: Vec<String>,
+    /// The customer's language (a code such as `es` or `pt-br`), if known.
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -115,7 +118,7 @@ macro_rules! conversation_columns {
     () => {
         "id, account_id, inbox_id, contact_id, channel, status, priority, assignee_id, team_id, \
          last_message_at, last_inbound_at, created_at, updated_at, branch_id, routing_state, \
-         queued_at, assigned_at, resolved_at"
+         queued_at, assigned_at, resolved_at, labels, language"
     };
 }
 
@@ -659,6 +662,8 @@ pub(crate) fn conversation(r: &AnyRow) -> Conversation {
         queued_at_ms: r.get(15),
         assigned_at_ms: r.get(16),
         resolved_at_ms: r.get(17),
+        labels: serde_json::from_str(&r.get::<String, _>(18)).unwrap_or_default(),
+        language: r.get(19),
     }
 }
 

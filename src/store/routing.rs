@@ -446,7 +446,7 @@ impl Store {
             "SELECT c.id, c.channel, c.priority, c.queued_at, c.last_inbound_at, c.route_step, \
              c.contact_id, i.slug, t.name, ct.attributes, \
              (SELECT m.content FROM messages m WHERE m.conversation_id = c.id \
-              AND m.direction = 'inbound' ORDER BY m.sent_at, m.id LIMIT 1) \
+              AND m.direction = 'inbound' ORDER BY m.sent_at, m.id LIMIT 1), c.labels, c.language \
              FROM conversations c JOIN inboxes i ON i.id = c.inbox_id \
              JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN teams t ON t.id = c.team_id \
              WHERE c.account_id = $1 AND c.routing_state = 'waiting'",
@@ -497,8 +497,8 @@ impl Store {
                     conv: ConvView {
                         channel: channel.clone(),
                         inbox: r.get(7),
-                        language: None,
-                        labels: Vec::new(),
+                        language: r.get(12),
+                        labels: serde_json::from_str(&r.get::<String, _>(11)).unwrap_or_default(),
                         priority: r.get(2),
                         first_message: r.get::<Option<String>, _>(10).as_deref().and_then(text_of),
                         contact: attributes(&r.get::<String, _>(9)),
@@ -1091,6 +1091,43 @@ impl Store {
         let conv = read_conversation(&mut tx, conversation_id).await?;
         tx.commit().await?;
         Ok(Some((conv, true)))
+    }
+
+    /// Changes what rules read of a conversation; `None` leaves a field as it is. Returns the
+    /// conversation after, or `None` when there is no such conversation.
+    pub async fn update_conversation(
+        &self,
+        account_id: &str,
+        conversation_id: &str,
+        priority: Option<i64>,
+        labels: Option<&[String]>,
+        language: Option<Option<&str>>,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let mut tx = self.begin_scoped(account_id).await?;
+        let labels = labels.map(|l| serde_json::Value::from(l.to_vec()).to_string());
+        let changed = sqlx::query(
+            "UPDATE conversations SET priority = COALESCE($1, priority), \
+             labels = COALESCE($2, labels), \
+             language = CASE WHEN $3 = 1 THEN $4 ELSE language END, updated_at = $5 \
+             WHERE account_id = $6 AND id = $7",
+        )
+        .bind(priority)
+        .bind(labels)
+        .bind(i64::from(language.is_some()))
+        .bind(language.flatten())
+        .bind(ids::now_ms())
+        .bind(account_id)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let conv = read_conversation(&mut tx, conversation_id).await?;
+        tx.commit().await?;
+        Ok(Some(conv))
     }
 
     /// Merges attributes into a contact's (null removes one); the attributes after, or `None`

@@ -615,6 +615,48 @@ async fn manual_assignment_frees_and_unassignment_requeues(backend: Backend) {
     assert_eq!(assigned_to_ben["before"]["assignee_id"], ana.id.as_str());
     assert_eq!(assigned_to_ben["actor_id"], floor.admin.id.as_str());
 
+    // What rules read of the conversation: priority, labels, language.
+    let conv_path = format!("/v1/conversations/{first}");
+    let (status, body) = floor
+        .admin(
+            Method::PATCH,
+            &conv_path,
+            Some(json!({ "priority": 40, "labels": ["billing", " vip ", "billing"], "language": "es" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["priority"], &body["labels"], &body["language"]),
+        (&json!(40), &json!(["billing", "vip"]), &json!("es"))
+    );
+    let (status, body) = floor
+        .admin(Method::PATCH, &conv_path, Some(json!({ "language": null })))
+        .await;
+    assert_eq!((status, &body["language"]), (200, &Value::Null), "{body}");
+    assert_eq!(
+        body["labels"],
+        json!(["billing", "vip"]),
+        "absent fields stay"
+    );
+    for (bad, field) in [
+        (json!({ "priority": 101 }), "priority"),
+        (json!({ "labels": [""] }), "labels[0]"),
+        (json!({ "language": "Spanish" }), "language"),
+    ] {
+        let r = floor.admin(Method::PATCH, &conv_path, Some(bad)).await;
+        assert_error(&r, 422, "validation_failed", Some(field));
+    }
+    let r = floor
+        .hub
+        .call(
+            Method::PATCH,
+            &conv_path,
+            &ana.token,
+            Some(json!({ "priority": 90 })),
+        )
+        .await;
+    assert_error(&r, 403, "forbidden", None);
+
     // A team lead may not hand a conversation to someone outside their scope.
     let store = floor.site.store().await;
     let account: String = sqlx::query("SELECT id FROM accounts WHERE slug = 'default'")
