@@ -477,7 +477,9 @@ async fn rounds_after_setup(
         if assigned == want_assigned && now.waiting == want_waiting {
             break;
         }
-        if assigned > want_assigned || now.waiting > want_waiting || now.offered > 0 {
+        // More waiting than the backlog is normal while the engine catches up with the
+        // arrivals; more assigned than the slots, or offers, is not.
+        if assigned > want_assigned || now.offered > 0 {
             bail!(
                 "the inbox's queue went astray: {assigned} assigned (want {want_assigned}), \
                  {} waiting (want {want_waiting}), {} offered; is something else writing to \
@@ -490,10 +492,17 @@ async fn rounds_after_setup(
         if Instant::now() >= setup_deadline {
             bail!(
                 "set-up timed out after {} s: {assigned} of {want_assigned} conversations \
-                 assigned and {} of {want_waiting} waiting (the hub's workers may still be \
-                 normalizing; see --setup-timeout-s)",
+                 assigned and {} of {want_waiting} waiting; the hub reports {} free slots on {} \
+                 available agents. {}",
                 args.setup_timeout_s,
-                now.waiting
+                now.waiting,
+                now.capacity_free,
+                now.available_agents,
+                if now.waiting > want_waiting && now.capacity_free > 0 {
+                    "The engine left slots free while conversations waited"
+                } else {
+                    "The hub's workers may still be normalizing (see --setup-timeout-s)"
+                }
             );
         }
         tokio::time::sleep(SETTLE_POLL).await;
@@ -597,7 +606,9 @@ struct InboxStats {
     waiting: i64,
     offered: i64,
     assigned: i64,
+    available_agents: i64,
     capacity_total: i64,
+    capacity_free: i64,
 }
 
 #[derive(Deserialize)]
