@@ -7,7 +7,9 @@
 //! (`PUT /v1/agents/me/presence`; heartbeats keep them alive in the background). Then
 //! agents × capacity + `--backlog` signed WhatsApp messages, each from a customer of its own,
 //! open as many conversations: the engine assigns the first agents × capacity and the backlog
-//! waits (`GET /v1/queues/stats` says when).
+//! waits (`GET /v1/queues/stats` says when). The rounds start once the engine has also traced
+//! the newest waiting conversation: until then a pass may still be writing the backlog's
+//! `waiting` traces, and a freed slot would wait behind it (a burst's cost, not a fill's).
 //!
 //! Each of `--rounds` rounds, one agent at a time (in turn) resolves its oldest conversation
 //! (`POST /v1/conversations/{id}/resolve`), which frees exactly one slot on the whole floor,
@@ -17,10 +19,14 @@
 //! - **client**: from sending the resolve to the agent seeing the new conversation in its own
 //!   open list (`GET /v1/conversations?assignee=…&status=open`, polled every
 //!   `--poll-interval-ms`; there is no push channel yet). An upper bound: it includes the
-//!   resolve request itself and up to one poll interval and one poll round trip;
+//!   resolve request itself and up to one poll interval and one poll round trip. The send time
+//!   of the last poll that did not show it is reported too, as a lower bound;
 //! - **server**: from the routing traces, the resolved conversation's `resolved` entry to the
 //!   new one's `assigned` entry (`at_ms`, so millisecond resolution), read after the rounds so
-//!   they do not load the hub while it is measured.
+//!   they do not load the hub while it is measured. The hub stamps a placement with the time
+//!   its dispatcher pass *started*, so this figure is the wake-up delay and leaves out the
+//!   pass's own work (reading the account from the store, deciding, committing); the client
+//!   figures include it.
 //!
 //! Afterwards (unless `--keep`) the run's agents go offline, every conversation it left open
 //! is resolved and the agents are deactivated, so the next run starts from a clean inbox.
@@ -216,7 +222,11 @@ struct Agent {
 struct Fill {
     resolved: String,
     filled: String,
+    /// Resolve sent → the poll answer that showed the new conversation.
     client: Duration,
+    /// Resolve sent → the last poll that did not show it was sent (its snapshot came later,
+    /// so the assignment came later still); zero when the first poll showed it.
+    not_before: Duration,
 }
 
 /// Set-up, rounds and the server-side figures; everything but the clean-up.
@@ -377,12 +387,14 @@ async fn measure(
             accepted: setup_tail.accepted,
             ingest_s: setup_tail.ingest_s,
             settle_s: setup_tail.settle_s,
+            traced_s: setup_tail.traced_s,
         },
         rounds: fills.len() as u64,
         failed: failures.count,
         errors: failures.by_kind,
         first_error: failures.first,
         client_ms: Latency::from_histogram(&client.fill_us),
+        client_not_before_ms: Latency::from_histogram(&client.not_before_us),
         resolve_ms: Latency::from_histogram(&client.resolve_us),
         poll_ms: Latency::from_histogram(&client.poll_us),
         polls_per_round: client.polls as f64 / (fills.len() as u64 + failures.count).max(1) as f64,
@@ -403,6 +415,7 @@ struct SetupTail {
     accepted: u64,
     ingest_s: f64,
     settle_s: f64,
+    traced_s: f64,
 }
 
 /// Failed rounds by kind, and the first one in full.
@@ -424,6 +437,7 @@ impl Failures {
 /// Client-side timings, in microseconds.
 struct ClientTimes {
     fill_us: Histogram<u64>,
+    not_before_us: Histogram<u64>,
     resolve_us: Histogram<u64>,
     poll_us: Histogram<u64>,
     polls: u64,
@@ -507,17 +521,38 @@ async fn rounds_after_setup(
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
+    let settle_s = started.elapsed().as_secs_f64();
+    // The counts are right as soon as the conversations exist, but the engine may still be
+    // writing a `waiting` trace for each (one transaction apiece, in queue order), and a
+    // freed slot would wait behind that pass. The newest conversation is last in the queue:
+    // once it is explained, the backlog is.
+    let last = hub.newest_waiting(&args.inbox).await?;
+    loop {
+        if hub.trace_at(&last, "waiting").await?.is_some() {
+            break;
+        }
+        if Instant::now() >= setup_deadline {
+            bail!(
+                "set-up timed out after {} s: the engine had not traced the newest waiting \
+                 conversation {last} yet (see --setup-timeout-s)",
+                args.setup_timeout_s
+            );
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
     let setup = SetupTail {
         webhooks: tally.events,
         accepted: tally.accepted,
         ingest_s,
-        settle_s: started.elapsed().as_secs_f64(),
+        settle_s,
+        traced_s: started.elapsed().as_secs_f64(),
     };
 
     let mut fills = Vec::new();
     let mut failures = Failures::default();
     let mut times = ClientTimes {
         fill_us: latency_histogram(),
+        not_before_us: latency_histogram(),
         resolve_us: latency_histogram(),
         poll_us: latency_histogram(),
         polls: 0,
@@ -529,6 +564,9 @@ async fn rounds_after_setup(
         match hub.round(agent, timeout, interval, &mut times).await {
             Ok(fill) => {
                 times.fill_us.saturating_record(micros(fill.client));
+                times
+                    .not_before_us
+                    .saturating_record(micros(fill.not_before));
                 fills.push(fill);
             }
             Err((kind, detail)) => failures.add(&kind, format!("round {r}: {detail}")),
@@ -848,6 +886,7 @@ impl Hub {
                     ),
                 ));
             }
+            let mut not_before = Duration::ZERO;
             loop {
                 let sent = Instant::now();
                 let answer = self
@@ -870,8 +909,9 @@ impl Hub {
                         && c.assignee_id.as_deref() == Some(agent.id.as_str())
                         && !known.contains(c.id.as_str())
                 }) {
-                    return Ok((new.id.clone(), seen - started));
+                    return Ok((new.id.clone(), seen - started, not_before));
                 }
+                not_before = sent - started;
                 if !interval.is_zero() {
                     tokio::time::sleep(interval).await;
                 }
@@ -879,10 +919,11 @@ impl Hub {
         })
         .await;
         match timed {
-            Ok(Ok((filled, client))) => Ok(Fill {
+            Ok(Ok((filled, client, not_before))) => Ok(Fill {
                 resolved,
                 filled,
                 client,
+                not_before,
             }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err((
@@ -908,6 +949,29 @@ impl Hub {
             )
             .await?;
         Ok(page.data)
+    }
+
+    /// The most recently created conversation of the inbox that waits.
+    async fn newest_waiting(&self, slug: &str) -> anyhow::Result<String> {
+        let mut url = self.url("/v1/conversations")?;
+        url.query_pairs_mut()
+            .append_pair("inbox", slug)
+            .append_pair("status", "open")
+            .append_pair("limit", "100");
+        let page: ConversationPage = self
+            .call_json(
+                "listing the inbox's newest conversations",
+                Method::GET,
+                url,
+                &self.admin,
+                None,
+            )
+            .await?;
+        page.data
+            .into_iter()
+            .find(|c| c.routing_state == "waiting")
+            .map(|c| c.id)
+            .with_context(|| format!("none of the newest 100 open conversations of {slug} waits"))
     }
 
     /// When the conversation's last trace entry of this kind was written.

@@ -345,8 +345,12 @@ pub struct FillReport {
     pub failed: u64,
     pub errors: BTreeMap<String, u64>,
     pub first_error: Option<String>,
-    /// Resolve sent → the agent's poll answer that shows the new assignment.
+    /// Resolve sent → the agent's poll answer that shows the new assignment: an upper bound
+    /// of the fill time.
     pub client_ms: Latency,
+    /// Resolve sent → the last poll that did not show it was sent: a lower bound (0 when the
+    /// first poll showed it).
+    pub client_not_before_ms: Latency,
     /// The resolve request alone (sent → answered).
     pub resolve_ms: Latency,
     /// One poll of the agent's open conversations (sent → answered).
@@ -383,6 +387,9 @@ pub struct FillSetup {
     /// From the last webhook's ack until the agents' slots were all assigned and the backlog
     /// waited (normalization and the engine's first passes).
     pub settle_s: f64,
+    /// From the last ack until the engine had also written the newest waiting conversation's
+    /// `waiting` trace, i.e. was done with the backlog; the rounds start then.
+    pub traced_s: f64,
 }
 
 /// What the run undid afterwards.
@@ -431,9 +438,9 @@ impl FillReport {
             (
                 "ingest",
                 format!(
-                    "{} webhooks in {:.2} s ({} accepted); slots full and backlog waiting {:.2} s \
-                     after the last ack",
-                    s.webhooks, s.ingest_s, s.accepted, s.settle_s
+                    "{} webhooks in {:.2} s ({} accepted); after the last ack, slots full and \
+                     backlog waiting in {:.2} s, backlog traced in {:.2} s",
+                    s.webhooks, s.ingest_s, s.accepted, s.settle_s, s.traced_s
                 ),
             ),
             (
@@ -448,7 +455,17 @@ impl FillReport {
         if let Some(first) = &self.first_error {
             rows.push(("first error", first.clone()));
         }
-        rows.push(("fill client", latency_cell(&self.client_ms)));
+        rows.push((
+            "fill client",
+            format!("{}  (seen)", latency_cell(&self.client_ms)),
+        ));
+        rows.push((
+            "  not before",
+            format!(
+                "{}  (last poll without it sent)",
+                latency_cell(&self.client_not_before_ms)
+            ),
+        ));
         rows.push(("  resolve", latency_cell(&self.resolve_ms)));
         rows.push((
             "  poll",
