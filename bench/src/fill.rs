@@ -1135,6 +1135,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> String {
     let mut text = match serde_json::from_slice::<Envelope>(body) {
         Ok(Envelope { error: p }) => {
             let mut text = format!("HTTP {} {}: {}", status.as_u16(), p.code, p.message);
+            // Details the message already says (a single invalid field) are not repeated.
             let details: Vec<String> = p
                 .details
                 .iter()
@@ -1142,6 +1143,7 @@ fn refusal(status: StatusCode, body: &[u8]) -> String {
                     (Some(Value::String(f)), Some(Value::String(m))) => format!("{f}: {m}"),
                     _ => d.to_string(),
                 })
+                .filter(|d| !p.message.contains(d.as_str()))
                 .collect();
             if !details.is_empty() {
                 text.push_str(&format!(" ({})", details.join("; ")));
@@ -1185,6 +1187,12 @@ mod tests {
             text,
             "HTTP 422 validation_failed: invalid request (password: must be at least 12 \
              characters) [correlation id 01abc]"
+        );
+        let body = br#"{"error":{"code":"validation_failed","message":"password: too short","details":[{"field":"password","message":"too short"}],"correlation_id":"01abd"}}"#;
+        let text = refusal(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(
+            text,
+            "HTTP 422 validation_failed: password: too short [correlation id 01abd]"
         );
         let text = refusal(StatusCode::TOO_MANY_REQUESTS, b"slow down");
         assert!(text.starts_with("HTTP 429: slow down"), "{text}");

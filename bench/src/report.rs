@@ -446,7 +446,7 @@ impl FillReport {
             (
                 "rounds",
                 format!(
-                    "{} measured, {} failed (timeout {} ms)",
+                    "{} measured, {} failed (a round gives up after {} ms)",
                     self.rounds, self.failed, self.round_timeout_ms
                 ),
             ),
