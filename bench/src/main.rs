@@ -55,6 +55,9 @@ enum Scenario {
     /// Freed capacity filled, end to end: agents and a backlog set up over REST and signed
     /// webhooks, then each round an agent resolves a conversation and the time until the engine
     /// assigns it the next one is measured (client-side and from the routing traces).
+    ///
+    /// Raise the hub's rate_limits.login_per_minute above --agents (each agent signs in once)
+    /// and rate_limits.api_per_second (each agent polls every --poll-interval-ms) for a run.
     Fill(fill::FillArgs),
 }
 
