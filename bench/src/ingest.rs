@@ -207,7 +207,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
 
 /// Everything a sender needs; cheap to clone into tasks.
 #[derive(Clone)]
-struct Load {
+pub struct Load {
     client: Client,
     target: Arc<Target>,
     events: Arc<Vec<Prepared>>,
@@ -221,6 +221,16 @@ impl Job for Load {
 }
 
 impl Load {
+    /// Sends each of `events` once to `target` (the `fill` scenario's customers).
+    pub fn once(client: Client, target: Target, events: Vec<Prepared>) -> Self {
+        Self {
+            client,
+            target: Arc::new(target),
+            events: Arc::new(events),
+            duplicates: false,
+        }
+    }
+
     /// Event `i` starts at `start + i / rate`, on a free slot if there is one; if not (or the
     /// generator is behind), it starts as soon as it can and counts as late.
     async fn open(

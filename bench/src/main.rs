@@ -7,10 +7,12 @@
 //! pointed at a real hub by mistake.
 //!
 //! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS), `api` (authenticated
-//! REST reads with an access token or API key), `login` (password sign-ins) and `route` (the
-//! assignment engine's decision core in process, no hub).
+//! REST reads with an access token or API key), `login` (password sign-ins), `route` (the
+//! assignment engine's decision core in process, no hub) and `fill` (how fast the engine of a
+//! running hub fills a slot an agent frees by resolving a conversation).
 
 mod api;
+mod fill;
 mod http;
 mod ingest;
 mod payload;
@@ -50,6 +52,13 @@ enum Scenario {
     /// The assignment engine in process, no hub: `order` over a large queue and the latency
     /// of each decision (`decide_planned` + `take`) against a large account.
     Route(route::RouteArgs),
+    /// Freed capacity filled, end to end: agents and a backlog set up over REST and signed
+    /// webhooks, then each round an agent resolves a conversation and the time until the engine
+    /// assigns it the next one is measured (client-side and from the routing traces).
+    ///
+    /// Raise the hub's rate_limits.login_per_minute above --agents (each agent signs in once)
+    /// and rate_limits.api_per_second (each agent polls every --poll-interval-ms) for a run.
+    Fill(fill::FillArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,7 @@ fn main() -> ExitCode {
         Scenario::Ingest(args) => on_runtime(cli.threads, ingest::run(args)),
         Scenario::Api(args) => on_runtime(cli.threads, api::run_api(args)),
         Scenario::Login(args) => on_runtime(cli.threads, api::run_login(args)),
+        Scenario::Fill(args) => on_runtime(cli.threads, fill::run(args)),
         // Single-threaded and synchronous: no runtime.
         Scenario::Route(args) => route::run(&args),
     };

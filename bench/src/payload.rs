@@ -70,36 +70,56 @@ impl WhatsappEvents<'_> {
         })
     }
 
+    /// `count` events from 1000 senders in turn (a sender's later events join its open
+    /// conversation).
     pub fn build(&self, count: usize) -> anyhow::Result<Vec<Prepared>> {
         let timestamp = unix_now();
         (0..count as u64)
             .map(|i| {
                 let sender = i % SENDERS;
-                let wa_id = format!("1555555{sender:04}");
-                // Meta only ever sends ASCII (non-ASCII is \u-escaped), and so does this.
-                let body = format!(
-                    concat!(
-                        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"900000000000001","changes":[{{"value":"#,
-                        r#"{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15555550100","#,
-                        r#""phone_number_id":"{pnid}"}},"contacts":[{{"profile":{{"name":"Bench Sender {sender}"}},"#,
-                        r#""wa_id":"{wa_id}"}}],"messages":[{{"from":"{wa_id}","id":"wamid.BENCH{run}{i:010}","#,
-                        r#""timestamp":"{ts}","type":"text","text":{{"body":"Hi, is my order shipped? (#{i})"}}}}]}},"#,
-                        r#""field":"messages"}}]}}]}}"#,
-                    ),
-                    pnid = self.phone_number_id,
-                    sender = sender,
-                    wa_id = wa_id,
-                    run = self.run_id,
-                    i = i,
-                    ts = timestamp,
-                );
-                let signature = whatsapp::sign(self.app_secret, body.as_bytes());
-                Ok(Prepared {
-                    signature: HeaderValue::try_from(signature)?,
-                    body: Bytes::from(body),
-                })
+                self.event(i, sender, &format!("1555555{sender:04}"), timestamp)
             })
             .collect()
+    }
+
+    /// `count` events, each from a customer of its own that no other run uses (the number
+    /// carries six digits of the run id), so each one opens a new conversation.
+    pub fn build_new_customers(&self, count: usize) -> anyhow::Result<Vec<Prepared>> {
+        anyhow::ensure!(
+            count <= 100_000,
+            "at most 100000 distinct customers per run"
+        );
+        let run = u64::from_str_radix(self.run_id, 16).unwrap_or_default() % 1_000_000;
+        let timestamp = unix_now();
+        (0..count as u64)
+            .map(|i| self.event(i, i, &format!("2{run:06}{i:05}"), timestamp))
+            .collect()
+    }
+
+    /// Event `i` of the run: one text message from `wa_id`.
+    fn event(&self, i: u64, sender: u64, wa_id: &str, timestamp: u64) -> anyhow::Result<Prepared> {
+        // Meta only ever sends ASCII (non-ASCII is \u-escaped), and so does this.
+        let body = format!(
+            concat!(
+                r#"{{"object":"whatsapp_business_account","entry":[{{"id":"900000000000001","changes":[{{"value":"#,
+                r#"{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15555550100","#,
+                r#""phone_number_id":"{pnid}"}},"contacts":[{{"profile":{{"name":"Bench Sender {sender}"}},"#,
+                r#""wa_id":"{wa_id}"}}],"messages":[{{"from":"{wa_id}","id":"wamid.BENCH{run}{i:010}","#,
+                r#""timestamp":"{ts}","type":"text","text":{{"body":"Hi, is my order shipped? (#{i})"}}}}]}},"#,
+                r#""field":"messages"}}]}}]}}"#,
+            ),
+            pnid = self.phone_number_id,
+            sender = sender,
+            wa_id = wa_id,
+            run = self.run_id,
+            i = i,
+            ts = timestamp,
+        );
+        let signature = whatsapp::sign(self.app_secret, body.as_bytes());
+        Ok(Prepared {
+            signature: HeaderValue::try_from(signature)?,
+            body: Bytes::from(body),
+        })
     }
 }
 
@@ -172,6 +192,31 @@ mod tests {
             .collect();
         assert_eq!(ids[0], "msg:wamid.BENCH0123456789ab0000000000");
         assert_ne!(ids[1], ids[2]);
+    }
+
+    #[test]
+    fn new_customers_are_distinct_within_and_across_runs() {
+        let senders = |run_id: &str| -> Vec<String> {
+            WhatsappEvents {
+                app_secret: b"secret",
+                phone_number_id: "800000000000001",
+                run_id,
+            }
+            .build_new_customers(1500)
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+                let from = &v["entry"][0]["changes"][0]["value"]["messages"][0]["from"];
+                from.as_str().unwrap().to_owned()
+            })
+            .collect()
+        };
+        let a = senders("0123456789ab");
+        let b = senders("0123456789ac");
+        let unique: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
+        assert_eq!(unique.len(), 3000);
+        assert!(a.iter().all(|s| s.len() == 12 && s.starts_with('2')));
     }
 
     #[test]

@@ -42,6 +42,12 @@ pub struct Tally {
     pub latency: Histogram<u64>,
 }
 
+/// An empty latency histogram in microseconds, 1 µs to [`MAX_LATENCY_US`], 3 significant
+/// digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
 impl Tally {
     pub fn new() -> Self {
         Self {
@@ -52,8 +58,7 @@ impl Tally {
             duplicates: 0,
             errors: BTreeMap::new(),
             first_error: None,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("static histogram bounds are valid"),
+            latency: latency_histogram(),
         }
     }
 
@@ -311,6 +316,208 @@ impl ApiReport {
         rows.push(("latency ms", latency_cell(&self.latency_ms)));
         hub_cpu_rows(self.hub_cpu.as_ref(), "request", &mut rows);
         rows.push(("bench cpu", format!("{:.2} s", self.bench_cpu_s)));
+        write_rows(&rows)
+    }
+}
+
+/// What a `fill` run measured: freed capacity filled by the engine, resolve to assignment.
+#[derive(Serialize)]
+pub struct FillReport {
+    pub scenario: &'static str,
+    pub url: String,
+    /// The inbox slug whose queue the run fills.
+    pub inbox: String,
+    pub run_id: String,
+    pub agents: u64,
+    /// WhatsApp slots per agent.
+    pub capacity: u64,
+    /// Conversations waiting beyond the agents' slots at the start of the rounds.
+    pub backlog: u64,
+    pub rounds_planned: u64,
+    pub poll_interval_ms: u64,
+    pub round_timeout_ms: u64,
+    /// The account's routing rules (the default rule comes on top).
+    pub account_rules: usize,
+    pub setup: FillSetup,
+    /// Rounds measured (the fill was seen).
+    pub rounds: u64,
+    /// Rounds that failed, by kind in `errors`.
+    pub failed: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+    /// Resolve sent → the agent's poll answer that shows the new assignment: an upper bound
+    /// of the fill time.
+    pub client_ms: Latency,
+    /// Resolve sent → the last poll that did not show it was sent: a lower bound (0 when the
+    /// first poll showed it).
+    pub client_not_before_ms: Latency,
+    /// The resolve request alone (sent → answered).
+    pub resolve_ms: Latency,
+    /// One poll of the agent's open conversations (sent → answered).
+    pub poll_ms: Latency,
+    pub polls_per_round: f64,
+    /// From the routing traces: the new conversation's `assigned` entry minus the resolved
+    /// one's `resolved` entry (millisecond resolution).
+    pub server_ms: Latency,
+    pub server_samples: u64,
+    /// Trace pairs whose `assigned` came before `resolved` (recorded as 0).
+    pub server_negative: u64,
+    pub target_ms: f64,
+    pub client_over_target: u64,
+    pub server_over_target: u64,
+    pub heartbeat_failures: u64,
+    /// Absent with --keep.
+    pub cleanup: Option<FillCleanup>,
+}
+
+/// The set-up, over REST and signed webhooks.
+#[derive(Serialize)]
+pub struct FillSetup {
+    /// Creating the agent users (`POST /v1/admin/users`, one at a time).
+    pub users_s: f64,
+    /// Signing each agent in (`POST /v1/auth/login`, one at a time).
+    pub logins_s: f64,
+    pub login_ms: Latency,
+    pub profiles_s: f64,
+    pub presence_s: f64,
+    pub webhooks: u64,
+    pub accepted: u64,
+    /// Sending the webhooks, each a new customer.
+    pub ingest_s: f64,
+    /// From the last webhook's ack until the agents' slots were all assigned and the backlog
+    /// waited (normalization and the engine's first passes).
+    pub settle_s: f64,
+    /// From the last ack until the engine had also written the newest waiting conversation's
+    /// `waiting` trace, i.e. was done with the backlog; the rounds start then.
+    pub traced_s: f64,
+}
+
+/// What the run undid afterwards.
+#[derive(Serialize, Default)]
+pub struct FillCleanup {
+    pub offline: u64,
+    pub resolved: u64,
+    pub deactivated: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl FillReport {
+    pub fn to_table(&self) -> String {
+        let s = &self.setup;
+        let mut rows: Vec<(&str, String)> = vec![
+            ("target", format!("{} (inbox {})", self.url, self.inbox)),
+            (
+                "run",
+                format!(
+                    "{}: {} agents × {} WhatsApp slots, backlog {}, {} rounds, polling every {} ms",
+                    self.run_id,
+                    self.agents,
+                    self.capacity,
+                    self.backlog,
+                    self.rounds_planned,
+                    self.poll_interval_ms
+                ),
+            ),
+            (
+                "routing",
+                if self.account_rules == 0 {
+                    "the default rule only".to_owned()
+                } else {
+                    format!("{} account rules + the default rule", self.account_rules)
+                },
+            ),
+            (
+                "set-up",
+                format!(
+                    "users {:.2} s, sign-ins {:.2} s (p50 {:.1} ms each), profiles {:.2} s, \
+                     presence {:.2} s",
+                    s.users_s, s.logins_s, s.login_ms.p50, s.profiles_s, s.presence_s
+                ),
+            ),
+            (
+                "ingest",
+                format!(
+                    "{} webhooks in {:.2} s ({} accepted); after the last ack, slots full and \
+                     backlog waiting in {:.2} s, backlog traced in {:.2} s",
+                    s.webhooks, s.ingest_s, s.accepted, s.settle_s, s.traced_s
+                ),
+            ),
+            (
+                "rounds",
+                format!(
+                    "{} measured, {} failed (a round gives up after {} ms)",
+                    self.rounds, self.failed, self.round_timeout_ms
+                ),
+            ),
+            ("errors", errors_cell(&self.errors)),
+        ];
+        if let Some(first) = &self.first_error {
+            rows.push(("first error", first.clone()));
+        }
+        rows.push((
+            "fill client",
+            format!("{}  (seen)", latency_cell(&self.client_ms)),
+        ));
+        rows.push((
+            "  not before",
+            format!(
+                "{}  (last poll without it sent)",
+                latency_cell(&self.client_not_before_ms)
+            ),
+        ));
+        rows.push(("  resolve", latency_cell(&self.resolve_ms)));
+        rows.push((
+            "  poll",
+            format!(
+                "{}  ({:.1} polls per round)",
+                latency_cell(&self.poll_ms),
+                self.polls_per_round
+            ),
+        ));
+        rows.push((
+            "fill server",
+            format!(
+                "{}  (traces, ms resolution, n = {}{})",
+                latency_cell(&self.server_ms),
+                self.server_samples,
+                if self.server_negative > 0 {
+                    format!(", {} negative", self.server_negative)
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+        rows.push((
+            "target",
+            format!(
+                "{} ms: {} of {} over client-side, {} of {} server-side",
+                self.target_ms,
+                self.client_over_target,
+                self.rounds,
+                self.server_over_target,
+                self.server_samples
+            ),
+        ));
+        if self.heartbeat_failures > 0 {
+            rows.push(("heartbeats", format!("{} failed", self.heartbeat_failures)));
+        }
+        if let Some(c) = &self.cleanup {
+            rows.push((
+                "clean-up",
+                format!(
+                    "{} agents offline, {} conversations resolved, {} agents deactivated, {} errors{}",
+                    c.offline,
+                    c.resolved,
+                    c.deactivated,
+                    c.errors,
+                    c.first_error
+                        .as_deref()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
         write_rows(&rows)
     }
 }
