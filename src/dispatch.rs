@@ -240,6 +240,7 @@ impl Dispatcher {
             .await?
             .into_iter()
             .unzip();
+        let mut waits = Vec::new();
         for (i, plan) in picture.order(&waiting, now) {
             if let Some(t) = plan.next_change_at {
                 soonest(t);
@@ -254,17 +255,18 @@ impl Dispatcher {
                 continue;
             }
             let decision = picture.decide_planned(w, plan, now);
-            let trace = serde_json::to_string(&decision.trace).unwrap_or_default();
-            let Some(agent) = decision.agent else {
+            let trace = || serde_json::to_string(&decision.trace).unwrap_or_default();
+            let Some(agent) = decision.agent.clone() else {
                 if traced[i] != Some(step) {
-                    self.store
-                        .trace_waiting(account, &w.id, step, &trace, now)
-                        .await?;
+                    waits.push((w.id.clone(), step, trace()));
                 }
                 continue;
             };
+            let trace = trace();
+            // Decided on the pass's clock; committed (and timed) on the wall clock.
+            let at = ids::now_ms();
             let offer_expires_at = match decision.mode {
-                Mode::Offer { timeout_ms } => Some(now.saturating_add(timeout_ms)),
+                Mode::Offer { timeout_ms } => Some(at.saturating_add(timeout_ms)),
                 Mode::Auto => None,
             };
             let placed = self
@@ -278,7 +280,7 @@ impl Dispatcher {
                     offer_expires_at,
                     fresh_after,
                     trace: &trace,
-                    now,
+                    now: at,
                 })
                 .await?;
             match placed {
@@ -305,6 +307,8 @@ impl Dispatcher {
                 }
             }
         }
+        // After the placements, so a burst of new arrivals never delays one.
+        self.store.trace_waiting(account, &waits, now).await?;
         Ok(next)
     }
 

@@ -15,6 +15,9 @@ ALTER TABLE conversations ADD COLUMN route_step BIGINT;
 -- conversation's language, set over REST (`PATCH /v1/conversations/{id}`).
 ALTER TABLE conversations ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE conversations ADD COLUMN language TEXT;
+-- The text of the first customer message stored (for `keyword()`), kept on the row so that
+-- reading the queue needs no per-conversation lookup into `messages`. Erasure clears it.
+ALTER TABLE conversations ADD COLUMN first_message TEXT;
 UPDATE conversations SET
     routing_state = CASE WHEN status = 'resolved' THEN 'idle'
                          WHEN assignee_id IS NOT NULL THEN 'assigned' ELSE 'waiting' END,

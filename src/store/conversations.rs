@@ -202,11 +202,13 @@ impl Store {
         sqlx::query(
             "UPDATE conversations SET last_message_at = CASE WHEN last_message_at > $1 \
              THEN last_message_at ELSE $1 END, last_inbound_at = CASE WHEN last_inbound_at > $1 \
-             THEN last_inbound_at ELSE $1 END, updated_at = $2 WHERE id = $3",
+             THEN last_inbound_at ELSE $1 END, first_message = COALESCE(first_message, $4), \
+             updated_at = $2 WHERE id = $3",
         )
         .bind(message.sent_at_ms)
         .bind(now)
         .bind(&conversation_id)
+        .bind(routing_text(&message.content))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -489,6 +491,15 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(row.as_ref().map(conversation))
+    }
+}
+
+/// The words of a message that routing rules read (`keyword()`): a text, or a caption.
+fn routing_text(content: &MessageContent) -> Option<&str> {
+    match content {
+        MessageContent::Text { text } => Some(text),
+        MessageContent::Media { caption, .. } => caption.as_deref(),
+        _ => None,
     }
 }
 

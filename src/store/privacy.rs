@@ -78,6 +78,13 @@ impl Store {
         .await?
         .rows_affected() as i64;
         sqlx::query(
+            "UPDATE conversations SET first_message = NULL WHERE account_id = $1 AND contact_id = $2",
+        )
+        .bind(account_id)
+        .bind(contact_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
             "UPDATE webchat_sessions SET identifier = NULL, name = NULL, email = NULL \
              WHERE account_id = $1 AND visitor_id IN (SELECT value FROM contact_identities \
              WHERE account_id = $1 AND contact_id = $2 AND kind = 'web_visitor')",

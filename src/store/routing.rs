@@ -138,14 +138,6 @@ pub struct QueueStats {
     pub capacity_free: i64,
 }
 
-fn text_of(content: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_str(content).ok()?;
-    v.get("text")
-        .or_else(|| v.get("caption"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned)
-}
-
 /// Contact attributes as rules read them (unknown JSON shapes read as null).
 pub fn attributes(json: &str) -> BTreeMap<String, Value> {
     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
@@ -444,9 +436,7 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let rows = sqlx::query(
             "SELECT c.id, c.channel, c.priority, c.queued_at, c.last_inbound_at, c.route_step, \
-             c.contact_id, i.slug, t.name, ct.attributes, \
-             (SELECT m.content FROM messages m WHERE m.conversation_id = c.id \
-              AND m.direction = 'inbound' ORDER BY m.sent_at, m.id LIMIT 1), c.labels, c.language \
+             c.contact_id, i.slug, t.name, ct.attributes, c.first_message, c.labels, c.language \
              FROM conversations c JOIN inboxes i ON i.id = c.inbox_id \
              JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN teams t ON t.id = c.team_id \
              WHERE c.account_id = $1 AND c.routing_state = 'waiting'",
@@ -468,9 +458,11 @@ impl Store {
         }
         let mut last: HashMap<String, LastAgent> = HashMap::new();
         for r in sqlx::query(
-            "SELECT a.contact_id, a.agent_id, a.at FROM assignments a \
-             WHERE a.account_id = $1 AND a.at >= $2 AND a.contact_id IN \
-             (SELECT contact_id FROM conversations WHERE account_id = $1 AND routing_state = 'waiting') \
+            // From each waiting conversation to its contact's recent assignments: an index
+            // lookup per conversation (assignments_contact), whatever the statistics say.
+            "SELECT a.contact_id, a.agent_id, a.at FROM conversations c \
+             JOIN assignments a ON a.account_id = c.account_id AND a.contact_id = c.contact_id \
+             WHERE c.account_id = $1 AND c.routing_state = 'waiting' AND a.at >= $2 \
              ORDER BY a.at, a.id",
         )
         .bind(account_id)
@@ -500,7 +492,7 @@ impl Store {
                         language: r.get(12),
                         labels: serde_json::from_str(&r.get::<String, _>(11)).unwrap_or_default(),
                         priority: r.get(2),
-                        first_message: r.get::<Option<String>, _>(10).as_deref().and_then(text_of),
+                        first_message: r.get(10),
                         contact: attributes(&r.get::<String, _>(9)),
                     },
                     inbox_team: r.get(8),
@@ -621,27 +613,32 @@ impl Store {
         Ok(placed)
     }
 
-    /// Records why a conversation still waits, once per step.
+    /// Records why conversations still wait, once per step each: `(conversation id, step,
+    /// trace)`, all in one transaction (a burst of arrivals must not take the write lock once
+    /// per conversation).
     pub async fn trace_waiting(
         &self,
         account_id: &str,
-        conversation_id: &str,
-        step: i64,
-        trace: &str,
+        items: &[(String, i64, String)],
         now: i64,
     ) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE conversations SET route_step = $1 WHERE id = $2 AND routing_state = 'waiting' \
-             AND (route_step IS NULL OR route_step <> $1)",
-        )
-        .bind(step)
-        .bind(conversation_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 1 {
-            insert_trace(&mut tx, account_id, conversation_id, "waiting", trace, now).await?;
+        for (conversation_id, step, trace) in items {
+            let moved = sqlx::query(
+                "UPDATE conversations SET route_step = $1 WHERE id = $2 \
+                 AND routing_state = 'waiting' AND (route_step IS NULL OR route_step <> $1)",
+            )
+            .bind(step)
+            .bind(conversation_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 1 {
+                insert_trace(&mut tx, account_id, conversation_id, "waiting", trace, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
