@@ -27,6 +27,10 @@ CREATE INDEX conversations_routing ON conversations (account_id, routing_state, 
 
 -- Contact attributes rules can read (`conv.contact.vip`), a JSON object.
 ALTER TABLE contacts ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+-- The contact's last agent and when they were assigned (affinity), kept on the contact so that
+-- reading the queue needs no search through the assignment history.
+ALTER TABLE contacts ADD COLUMN last_agent_id TEXT;
+ALTER TABLE contacts ADD COLUMN last_agent_at BIGINT;
 
 -- When the agent was last given a conversation on the channel: "least recently assigned".
 ALTER TABLE agent_load ADD COLUMN last_assigned_at BIGINT NOT NULL DEFAULT 0;
@@ -77,7 +81,6 @@ CREATE TABLE assignments (
     end_reason       TEXT
 );
 CREATE INDEX assignments_conversation ON assignments (conversation_id, at);
-CREATE INDEX assignments_contact ON assignments (account_id, contact_id, at);
 
 -- Every routing decision and outcome, with the engine's reasons (a JSON document).
 CREATE TABLE routing_traces (

@@ -229,6 +229,15 @@ async fn start_assignment(
     .bind(reason)
     .bind(by)
     .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE contacts SET last_agent_id = $1, last_agent_at = $2 \
+         WHERE id = (SELECT contact_id FROM conversations WHERE id = $3)",
+    )
+    .bind(agent_id)
+    .bind(now)
+    .bind(conversation_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -436,7 +445,8 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let rows = sqlx::query(
             "SELECT c.id, c.channel, c.priority, c.queued_at, c.last_inbound_at, c.route_step, \
-             c.contact_id, i.slug, t.name, ct.attributes, c.first_message, c.labels, c.language \
+             ct.last_agent_id, i.slug, t.name, ct.attributes, c.first_message, c.labels, c.language, \
+             ct.last_agent_at \
              FROM conversations c JOIN inboxes i ON i.id = c.inbox_id \
              JOIN contacts ct ON ct.id = c.contact_id LEFT JOIN teams t ON t.id = c.team_id \
              WHERE c.account_id = $1 AND c.routing_state = 'waiting'",
@@ -456,35 +466,14 @@ impl Store {
         {
             excluded.entry(r.get(0)).or_default().push(r.get(1));
         }
-        let mut last: HashMap<String, LastAgent> = HashMap::new();
-        for r in sqlx::query(
-            // From each waiting conversation to its contact's recent assignments: an index
-            // lookup per conversation (assignments_contact), whatever the statistics say.
-            "SELECT a.contact_id, a.agent_id, a.at FROM conversations c \
-             JOIN assignments a ON a.account_id = c.account_id AND a.contact_id = c.contact_id \
-             WHERE c.account_id = $1 AND c.routing_state = 'waiting' AND a.at >= $2 \
-             ORDER BY a.at, a.id",
-        )
-        .bind(account_id)
-        .bind(affinity_since)
-        .fetch_all(&mut *conn)
-        .await?
-        {
-            last.insert(
-                r.get(0),
-                LastAgent {
-                    id: r.get(1),
-                    at: r.get(2),
-                },
-            );
-        }
         Ok(rows
             .iter()
             .map(|r| {
                 let id: String = r.get(0);
                 let channel: String = r.get(1);
                 let last_inbound: Option<i64> = r.get(4);
-                let contact_id: String = r.get(6);
+                let last_agent_id: Option<String> = r.get(6);
+                let last_agent_at: Option<i64> = r.get(13);
                 let waiting = Waiting {
                     conv: ConvView {
                         channel: channel.clone(),
@@ -501,7 +490,10 @@ impl Store {
                         .then_some(last_inbound)
                         .flatten()
                         .map(|t| t.saturating_add(WHATSAPP_WINDOW_MS)),
-                    last_agent: last.get(&contact_id).cloned(),
+                    last_agent: match (last_agent_id, last_agent_at) {
+                        (Some(id), Some(at)) if at >= affinity_since => Some(LastAgent { id, at }),
+                        _ => None,
+                    },
                     excluded: excluded.remove(&id).unwrap_or_default(),
                     id,
                 };
