@@ -212,14 +212,7 @@ impl Dispatcher {
             };
             if let Some(conv) = self
                 .store
-                .requeue(
-                    account,
-                    &held.conversation_id,
-                    &held.agent_id,
-                    why,
-                    None,
-                    now,
-                )
+                .requeue(account, &held.conversation_id, &held.agent_id, why, now)
                 .await?
             {
                 debug!(conversation = %conv.id, reason = why.as_str(), "Back to the queue.");

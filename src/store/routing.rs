@@ -876,7 +876,6 @@ impl Store {
         conversation_id: &str,
         agent_id: &str,
         why: Requeue,
-        by: Option<&str>,
         now: i64,
     ) -> Result<Option<Conversation>, StoreError> {
         let mut tx = self.begin_scoped(account_id).await?;
@@ -910,7 +909,7 @@ impl Store {
             )
             .await?;
         }
-        let trace = serde_json::json!({ "agent_id": agent_id, "by": by }).to_string();
+        let trace = serde_json::json!({ "agent_id": agent_id }).to_string();
         insert_trace(
             &mut tx,
             account_id,
@@ -1203,13 +1202,16 @@ impl Store {
         let mut tx = self.scoped(account_id).await?;
         let mut inboxes: Vec<QueueStats> = Vec::new();
         let mut by_inbox: HashMap<String, usize> = HashMap::new();
-        for r in
-            sqlx::query("SELECT id, slug, channel FROM inboxes WHERE account_id = $1 ORDER BY slug")
-                .bind(account_id)
-                .fetch_all(&mut *tx)
-                .await?
+        let mut inbox_team: HashMap<String, Option<String>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT id, slug, channel, team_id FROM inboxes WHERE account_id = $1 ORDER BY slug",
+        )
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?
         {
             by_inbox.insert(r.get(0), inboxes.len());
+            inbox_team.insert(r.get(0), r.get(3));
             inboxes.push(QueueStats {
                 id: r.get(0),
                 name: r.get(1),
@@ -1283,14 +1285,6 @@ impl Store {
         {
             member_of.entry(r.get(0)).or_default().push(r.get(1));
         }
-        let inbox_team: HashMap<String, Option<String>> =
-            sqlx::query("SELECT id, team_id FROM inboxes WHERE account_id = $1")
-                .bind(account_id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect();
         tx.commit().await?;
         let mut team_agents: HashMap<usize, std::collections::HashSet<String>> = HashMap::new();
         for r in &loads {
