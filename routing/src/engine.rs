@@ -478,7 +478,8 @@ impl Picture {
         self.sync(i);
     }
 
-    fn rule(&self, index: Option<usize>) -> &Rule {
+    /// A rule by the index a [`Plan`] names; `None`: the default rule.
+    pub fn rule(&self, index: Option<usize>) -> &Rule {
         index.map_or(&self.default, |i| &self.rules[i])
     }
 

@@ -13,7 +13,7 @@
 //! In target expressions, `team` and `agent.teams` hold team **names** (`team == "payments"`),
 //! and `agent.branch` the branch **name**: that is what an administrator writes in a rule.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,8 +22,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json_, json};
 use switchboard_routing::expr::{
-    AgentView, CHANNELS, ConvView, Diagnostic, MatchExpr, RuleError, Schema, TargetExpr, Type,
-    Value,
+    CHANNELS, ConvView, Diagnostic, MatchExpr, RuleError, Schema, TargetExpr, Type, Value,
 };
 use utoipa::ToSchema;
 
@@ -31,10 +30,9 @@ use super::{AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::store::agents::PresenceRow;
 use crate::store::audit;
 use crate::store::routing_rules::{self as rows, RoutingRule, Step};
-use switchboard_routing::engine::Waiting;
+use switchboard_routing::engine::{Waiting, channel_index};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -88,8 +86,6 @@ const MAX_TIMEOUT: i64 = 7 * 24 * 3600;
 const MAX_OFFER_TIMEOUT: i64 = 3600;
 const DEFAULT_OFFER_TIMEOUT: i64 = 30;
 const MODES: [&str; 2] = ["auto", "offer"];
-/// Agents are read in pages of this size for a simulation.
-const AGENT_PAGE: i64 = 500;
 
 /// The schema every rule is checked against: the conversation and agent fields are the
 /// language's own; the contact attributes are declared here (one place, for now fixed).
@@ -832,150 +828,21 @@ pub async fn simulate(
             .conversation
             .ok_or_else(|| ApiError::invalid_field("conversation", "is required"))?,
     )?;
-    let schema = rule_schema();
     let account = &who.account_id;
-    let decision = engine_decision(&state, account, &conv).await?;
-    let rules = state.store.list_routing_rules(account).await?;
-    // Every stored rule compiled when it was saved; one that no longer does (the schema
-    // changed) is skipped rather than failing the whole simulation.
-    let chosen = rules
-        .into_iter()
-        .find(|r| MatchExpr::compile(&r.match_expr, &schema).is_ok_and(|m| m.matches(&conv)));
-    let Some(rule) = chosen else {
-        return Ok(Json(SimulateOut {
-            rule: None,
-            steps: Vec::new(),
-            decision,
-        }));
-    };
-
-    let team_names: HashMap<String, String> = state
-        .store
-        .list_teams(account)
-        .await?
-        .into_iter()
-        .map(|t| (t.id, t.name))
-        .collect();
-    let branch_names: HashMap<String, String> = state
-        .store
-        .list_branches(account)
-        .await?
-        .into_iter()
-        .map(|b| (b.id, b.name))
-        .collect();
-    let mut agents = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = state
-            .store
-            .list_agents(account, cursor.as_deref(), AGENT_PAGE)
-            .await?;
-        let full = page.len() as i64 == AGENT_PAGE;
-        cursor = page.last().map(|a| a.user_id.clone());
-        agents.extend(page);
-        if !full {
-            break;
-        }
-    }
-    let now = ids::now_ms();
-    let timeout_ms = i64::try_from(
-        state
-            .config
-            .routing
-            .presence_timeout_secs
-            .saturating_mul(1000),
-    )
-    .unwrap_or(i64::MAX);
-    let level = |n: i64| u8::try_from(n.clamp(0, 5)).unwrap_or(0);
-    // Available now: online with a fresh heartbeat and a free slot on the channel.
-    let candidates: Vec<(AgentView, &str)> = agents
-        .iter()
-        .filter(|a| {
-            PresenceRow::effective(a.presence.as_ref(), now, timeout_ms) == "online"
-                && a.profile.capacity.get(&conv.channel).copied().unwrap_or(0)
-                    > a.active.get(&conv.channel).copied().unwrap_or(0)
-        })
-        .map(|a| {
-            let view = AgentView {
-                id: a.user_id.clone(),
-                teams: a
-                    .team_ids
-                    .iter()
-                    .filter_map(|t| team_names.get(t).cloned())
-                    .collect(),
-                branch: a
-                    .branch_id
-                    .as_ref()
-                    .and_then(|b| branch_names.get(b).cloned()),
-                skills: a
-                    .profile
-                    .skills
-                    .iter()
-                    .map(|(k, v)| (k.clone(), level(*v)))
-                    .collect(),
-                languages: a
-                    .profile
-                    .languages
-                    .iter()
-                    .map(|(k, v)| (k.clone(), level(*v)))
-                    .collect(),
-            };
-            (view, a.name.as_str())
-        })
-        .collect();
-
-    let mut steps = Vec::new();
-    for (index, step) in rule.steps.iter().enumerate() {
-        let eligible: Vec<EligibleAgent> = match TargetExpr::compile(&step.target, &schema) {
-            Ok(target) => {
-                let bound = target.bind(&conv);
-                candidates
-                    .iter()
-                    .filter(|(view, _)| bound.matches(view))
-                    .map(|(view, name)| EligibleAgent {
-                        user_id: view.id.clone(),
-                        name: (*name).to_owned(),
-                    })
-                    .collect()
-            }
-            Err(_) => Vec::new(),
-        };
-        steps.push(SimStep {
-            index,
-            target: step.target.clone(),
-            priority: step.priority,
-            timeout_secs: step.timeout_secs,
-            eligible_count: eligible.len(),
-            eligible,
-        });
-    }
-    Ok(Json(SimulateOut {
-        rule: Some(RuleRef {
-            id: rule.id,
-            name: rule.name,
-        }),
-        steps,
-        decision,
-    }))
-}
-
-/// What the engine would decide for `conv` arriving now, with its trace.
-async fn engine_decision(
-    state: &AppState,
-    account: &str,
-    conv: &ConvView,
-) -> Result<Json_, ApiError> {
+    // The engine's own picture: the same agents, availability and compiled rules the
+    // dispatcher decides from.
     let now = ids::now_ms();
     let fresh_after = now - state.config.routing.presence_timeout_ms();
     let picture =
         crate::dispatch::load_picture(&state.store, &state.config, account, fresh_after).await?;
-    let inbox = state
+    let inbox_team = match state
         .store
         .list_inboxes(account, None, 1000)
         .await?
         .into_iter()
-        .find(|i| i.slug == conv.inbox);
-    let inbox_team = match inbox.and_then(|i| i.team_id) {
+        .find(|i| i.slug == conv.inbox)
+        .and_then(|i| i.team_id)
+    {
         Some(team) => state
             .store
             .list_teams(account)
@@ -987,14 +854,72 @@ async fn engine_decision(
     };
     let waiting = Waiting {
         id: "simulated".to_owned(),
-        conv: conv.clone(),
+        conv,
         inbox_team,
         queued_at: now,
         reply_deadline: None,
         last_agent: None,
         excluded: Vec::new(),
     };
-    serde_json::to_value(picture.decide(&waiting, now).trace).map_err(ApiError::internal)
+    let plan = picture.plan(&waiting, now);
+    let rule_index = plan.rule;
+    let decision = serde_json::to_value(picture.decide_planned(&waiting, plan, now).trace)
+        .map_err(ApiError::internal)?;
+    let Some(index) = rule_index else {
+        return Ok(Json(SimulateOut {
+            rule: None,
+            steps: Vec::new(),
+            decision,
+        }));
+    };
+    let rule = picture.rule(Some(index));
+    // The steps as the admin wrote them; the picture holds them compiled.
+    let stored = state
+        .store
+        .get_routing_rule(account, &rule.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("routing rule"))?;
+    let names = state.store.user_names(account).await?;
+    let channel = channel_index(&waiting.conv.channel);
+    let steps = stored
+        .steps
+        .iter()
+        .zip(&rule.steps)
+        .enumerate()
+        .map(|(index, (text, compiled))| {
+            let bound = compiled.target.bind(&waiting.conv);
+            // Available now: online with a fresh heartbeat and a free slot on the channel.
+            let eligible: Vec<EligibleAgent> = picture
+                .agents()
+                .iter()
+                .filter(|a| {
+                    a.online
+                        && channel.is_some_and(|ch| a.active[ch] < a.capacity[ch])
+                        && bound.matches(&a.view)
+                })
+                .map(|a| EligibleAgent {
+                    user_id: a.view.id.clone(),
+                    name: names.get(&a.view.id).cloned().unwrap_or_default(),
+                })
+                .collect();
+            SimStep {
+                index,
+                target: text.target.clone(),
+                priority: text.priority,
+                timeout_secs: text.timeout_secs,
+                eligible_count: eligible.len(),
+                eligible,
+            }
+        })
+        .collect();
+    Ok(Json(SimulateOut {
+        rule: Some(RuleRef {
+            id: stored.id,
+            name: stored.name,
+        }),
+        steps,
+        decision,
+    }))
 }
 
 #[cfg(test)]

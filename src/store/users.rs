@@ -134,6 +134,22 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Every user's display name by id, in one read.
+    pub async fn user_names(
+        &self,
+        account_id: &str,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        Ok(
+            sqlx::query("SELECT id, name FROM users WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
+    }
+
     pub async fn list_users(
         &self,
         account_id: &str,
