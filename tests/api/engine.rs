@@ -90,10 +90,18 @@ impl Floor {
     async fn arrive(&mut self) -> String {
         self.customers += 1;
         let n = self.customers;
-        let body = wa_text(
-            &format!("wamid.engine.{n}"),
-            &format!("1555{n:07}"),
-            "Hello, I need help with my bill",
+        // Sent now, so its 24-hour reply window is open (and far from urgent).
+        let wa_id = format!("1555{n:07}");
+        let sent = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let body = wa_envelope(
+            PHONE_NUMBER_ID,
+            json!([{ "profile": { "name": "Ada Tester" }, "wa_id": wa_id }]),
+            json!([{ "from": wa_id, "id": format!("wamid.engine.{n}"), "timestamp": sent.to_string(),
+                     "type": "text", "text": { "body": "Hello, I need help with my bill" } }]),
+            json!([]),
         );
         assert_eq!(self.hub.post_whatsapp(&body).await.status(), 200);
         let seen = self.seen.clone();
@@ -249,6 +257,31 @@ async fn freed_capacity_is_filled_from_the_queue_with_a_trace(backend: Backend) 
     floor.until(&fourth, "waiting", None).await;
     floor.profile(&ana, 2, json!({})).await;
     floor.until(&fourth, "assigned", Some(&ana.id)).await;
+
+    // Priority over the API orders the queue: the later arrival, raised, goes first.
+    let fifth = floor.arrive().await;
+    let sixth = floor.arrive().await;
+    floor.until(&sixth, "waiting", None).await;
+    let (status, body) = floor
+        .admin(
+            Method::PATCH,
+            &format!("/v1/conversations/{sixth}"),
+            Some(json!({ "priority": 50 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = floor
+        .hub
+        .call(
+            Method::POST,
+            &format!("/v1/conversations/{fourth}/resolve"),
+            &ana.token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    floor.until(&sixth, "assigned", Some(&ana.id)).await;
+    assert_eq!(floor.conversation(&fifth).await["routing_state"], "waiting");
     floor.close().await;
 }
 
