@@ -32,7 +32,6 @@ use crate::broker::{Broker, Received};
 use crate::config::Config;
 use crate::http::routing_rules::rule_schema;
 use crate::ids;
-use crate::ingest::publish_event;
 use crate::store::routing::{OfferEnd, Placed, Placement, Requeue};
 use crate::store::{Store, StoreError};
 
@@ -65,6 +64,7 @@ pub async fn wake(broker: &Broker, account_id: &str) {
 pub struct Dispatcher {
     pub store: Store,
     pub broker: Broker,
+    pub events: crate::live::Events,
     pub config: Arc<Config>,
 }
 
@@ -216,8 +216,9 @@ impl Dispatcher {
                 .await?
             {
                 debug!(conversation = %conv.id, reason = why.as_str(), "Back to the queue.");
-                self.publish(account, "conversation.requeued", json!(conv))
-                    .await;
+                let mut data = json!(conv);
+                data["previous_assignee_id"] = json!(held.agent_id);
+                self.publish(account, "conversation.requeued", data).await;
             }
         }
 
@@ -306,7 +307,7 @@ impl Dispatcher {
     }
 
     async fn publish(&self, account: &str, kind: &str, data: serde_json::Value) {
-        publish_event(&self.broker, account, kind, data).await;
+        self.events.publish(account, kind, data).await;
     }
 }
 
