@@ -1,5 +1,4 @@
 //! A WebSocket console client for tests: a real tokio-tungstenite client speaking docs/LIVE.md.
-#![allow(dead_code)] // the command and refusal helpers are for the edge tests
 
 use std::time::Duration;
 

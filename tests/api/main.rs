@@ -18,6 +18,7 @@ mod health;
 mod inboxes;
 mod limits;
 mod live;
+mod live_edges;
 mod openapi;
 mod privacy;
 mod routing_rules;
