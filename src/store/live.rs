@@ -452,3 +452,22 @@ impl Store {
         Ok(id)
     }
 }
+
+impl Store {
+    /// Each inbox's team and branch: who may see its queue figures.
+    pub async fn inbox_placements(
+        &self,
+        account_id: &str,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
+        let rows = sqlx::query("SELECT id, team_id, branch_id FROM inboxes WHERE account_id = $1")
+            .bind(account_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+}

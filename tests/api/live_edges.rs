@@ -148,6 +148,14 @@ async fn typing_and_presence_commands() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Queue watchers see the queue move.
+    loop {
+        let stats = watch.next_of("queue.stats").await;
+        if stats["data"]["waiting"] == 1 {
+            assert!(stats.get("id").is_none(), "queue figures are not history");
+            break;
+        }
+    }
 
     // An agent may not subscribe to a conversation outside their scope.
     let mut console = Console::open(&hub, &agent.token, None).await;
