@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::broker::Broker;
@@ -166,16 +166,11 @@ fn wire(
     format!("{head}\n{frame}").into()
 }
 
-struct Job {
-    event: NewEvent,
-    done: oneshot::Sender<()>,
-}
-
 /// The hub's way to announce changes. Cheap to clone.
 #[derive(Clone)]
 pub struct Events {
     broker: Broker,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<NewEvent>,
 }
 
 impl Events {
@@ -191,7 +186,9 @@ impl Events {
     }
 
     /// Logs `{"type": kind, "data": data}` for the account and publishes it, after the change it
-    /// describes has committed; returns once it is logged and published. Who may see it is
+    /// describes has committed. The event is queued for the node's log writer, which logs and
+    /// publishes events in the order they were queued (batching a publisher's run of events
+    /// into one transaction). Who may see it is
     /// read from `data`: its conversation (`conversation_id`, or `id` for `conversation.*`;
     /// `message_id` for a message's status) and its agent (`previous_assignee_id`, `agent_id`
     /// or `user_id`). A failure is logged, not returned: the change itself has committed.
@@ -212,10 +209,9 @@ impl Events {
             conversation_id,
             data: data.to_string(),
         };
-        let (done, logged) = oneshot::channel();
-        if self.jobs.send(Job { event, done }).await.is_ok() {
-            let _ = logged.await;
-        } else {
+        // Queued, not awaited: the writer batches what one publisher sends in a row (the
+        // dispatcher's placements) into one transaction, in order. A full queue waits.
+        if self.jobs.send(event).await.is_err() {
             warn!(
                 kind,
                 "The event log writer is gone; the event is not logged."
@@ -249,11 +245,12 @@ impl Events {
 }
 
 /// The node's log writer: takes every event waiting (up to a batch), appends them in one
-/// transaction, publishes each in id order, then releases the publishers.
-async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<Job>) {
+/// transaction, then publishes each in id order.
+async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<NewEvent>) {
     let mut jobs = Vec::with_capacity(APPEND_BATCH);
+    // (`jobs` is taken each round; recv_many refills it.)
     while inbox.recv_many(&mut jobs, APPEND_BATCH).await > 0 {
-        let batch: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        let batch: Vec<NewEvent> = std::mem::take(&mut jobs);
         let mut logged = None;
         for attempt in 0..5u32 {
             match store.append_events(&batch).await {
@@ -267,9 +264,9 @@ async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<Job>) {
                 }
             }
         }
-        metrics::counter!("switchboard_events_logged_total").increment(batch.len() as u64);
+        let logged = logged.unwrap_or_default();
+        metrics::counter!("switchboard_events_logged_total").increment(logged.len() as u64);
         for (event, account) in logged
-            .unwrap_or_default()
             .into_iter()
             .zip(batch.iter().map(|e| e.account_id.as_str()))
         {
@@ -278,9 +275,6 @@ async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<Job>) {
             if let Err(e) = broker.publish(&account_topic(account), payload).await {
                 warn!(error = %e, kind = event.kind, "Could not publish an event; consoles fill the hole from the log.");
             }
-        }
-        for job in jobs.drain(..) {
-            let _ = job.done.send(());
         }
     }
 }

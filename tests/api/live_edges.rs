@@ -143,19 +143,23 @@ async fn typing_and_presence_commands() {
     let mut watch = Console::open(&hub, &admin.token, None).await;
     let body = crate::helpers::wa_text("wamid.typing.1", "15550001111", "hello");
     assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
-    let created = watch.next_of("conversation.created").await;
-    let conversation = created["data"]["conversation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // Queue watchers see the queue move.
-    loop {
-        let stats = watch.next_of("queue.stats").await;
-        if stats["data"]["waiting"] == 1 {
-            assert!(stats.get("id").is_none(), "queue figures are not history");
-            break;
+    // The conversation arrives, and queue watchers see the queue move (in either order:
+    // queue figures are not history and travel outside the log).
+    let (mut conversation, mut moved) = (None, false);
+    while conversation.is_none() || !moved {
+        let frame = watch.next().await;
+        match frame["type"].as_str() {
+            Some("conversation.created") => {
+                conversation = frame["data"]["conversation_id"].as_str().map(str::to_owned)
+            }
+            Some("queue.stats") if frame["data"]["waiting"] == 1 => {
+                assert!(frame.get("id").is_none(), "queue figures are not history");
+                moved = true;
+            }
+            _ => {}
         }
     }
+    let conversation = conversation.unwrap();
 
     // An agent may not subscribe to a conversation outside their scope.
     let mut console = Console::open(&hub, &agent.token, None).await;
