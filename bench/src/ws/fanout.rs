@@ -37,8 +37,9 @@ use crate::report::{
     HubCpu, Latency, errors_cell, hub_cpu_rows, latency_cell, latency_histogram, write_rows,
 };
 
-/// What marks a frame as a message (with the marker, one of this run's events).
-const MESSAGE_CREATED: &[u8] = br#""type":"message.created""#;
+/// What marks a frame as a message (with the marker, one of this run's events): the type's
+/// value, whatever the spacing around the `type` key.
+const MESSAGE_CREATED: &[u8] = br#""message.created""#;
 /// Seconds after the warm-up messages for their conversations to be opened.
 const WARM_UP_WAIT: Duration = Duration::from_secs(3);
 
