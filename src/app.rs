@@ -116,6 +116,7 @@ pub async fn run(
     let registry = Arc::new(Registry::load(&config, &backends.store, keys.clone()).await?);
     info!(mode = ?config.mode(), api = roles.api, worker = roles.worker, configured_inboxes = config.inboxes.len(), "Switchboard starting.");
 
+    let events = crate::live::Events::start(backends.store.clone(), backends.broker.clone());
     let mut tasks = tokio::task::JoinSet::new();
     // Every node, whatever its roles, routes with the registry and keeps it current.
     let (watched, broker, token) = (registry.clone(), backends.broker.clone(), shutdown.clone());
@@ -126,7 +127,7 @@ pub async fn run(
     if roles.worker {
         let port: Arc<dyn InboundPort> = Arc::new(Ingest {
             store: backends.store.clone(),
-            broker: backends.broker.clone(),
+            events: events.clone(),
             registry: registry.clone(),
         });
         let queue = backends.queue.clone();
@@ -141,6 +142,7 @@ pub async fn run(
         let dispatcher = crate::dispatch::Dispatcher {
             store: backends.store.clone(),
             broker: backends.broker.clone(),
+            events: events.clone(),
             config: config.clone(),
         };
         let token = shutdown.clone();
@@ -158,9 +160,28 @@ pub async fn run(
             recovery_sweep(store, queue, after, token).await;
             Ok(())
         });
+        let (store, token) = (backends.store.clone(), shutdown.clone());
+        let retention_ms = config.live.retention_secs.saturating_mul(1000) as i64;
+        tasks.spawn(async move {
+            prune_events(store, retention_ms, token).await;
+            Ok(())
+        });
     }
     if roles.api {
         let listener = listener.ok_or_else(|| anyhow::anyhow!("the api role needs a listener"))?;
+        // Sessions get their own token, cancelled once the server stops taking requests, so
+        // that they close with "reconnect elsewhere" and shutdown waits for their close frames.
+        let live = Arc::new(crate::live::Node {
+            node_id: ids::new("node"),
+            fanout: crate::live::Fanout::new(
+                backends.store.clone(),
+                backends.broker.clone(),
+                config.live.socket_buffer,
+                shutdown.child_token(),
+            ),
+            sessions: tokio_util::task::TaskTracker::new(),
+            shutdown: shutdown.child_token(),
+        });
         let state = AppState {
             config: config.clone(),
             store: backends.store.clone(),
@@ -175,7 +196,27 @@ pub async fn run(
             metrics: crate::telemetry::metrics_handle(),
             keys,
             limits: Arc::new(Limits::new(&config.rate_limits, backends.redis.clone())),
+            events: events.clone(),
+            live: live.clone(),
         };
+        let (store, node, token) = (backends.store.clone(), live.clone(), shutdown.clone());
+        let period = Duration::from_secs(config.live.ping_secs);
+        let forget_after_ms = config.routing.presence_timeout_ms().saturating_mul(10);
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(period) => {}
+                }
+                let now = ids::now_ms();
+                if let Err(e) = store
+                    .refresh_consoles(&node.node_id, now, now - forget_after_ms)
+                    .await
+                {
+                    warn!(error = %e, "Could not refresh the consoles' presence.");
+                }
+            }
+        });
         let (limits, token) = (state.limits.clone(), shutdown.clone());
         tasks.spawn(async move {
             loop {
@@ -189,10 +230,19 @@ pub async fn run(
         let token = shutdown.clone();
         tasks.spawn(async move {
             let app = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app)
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
-                .map_err(anyhow::Error::from)
+                .map_err(anyhow::Error::from);
+            // Upgraded sockets are not the server's connections: wait for their close frames.
+            live.sessions.close();
+            if tokio::time::timeout(Duration::from_secs(5), live.sessions.wait())
+                .await
+                .is_err()
+            {
+                warn!("Some sockets did not close within 5 s.");
+            }
+            served
         });
     }
     let mut result = Ok(());
@@ -209,6 +259,21 @@ pub async fn run(
     backends.store.close().await;
     info!("Switchboard stopped.");
     result
+}
+
+/// Deletes events older than the retention, once a minute (worker nodes; harmless on many).
+async fn prune_events(store: Store, retention_ms: i64, shutdown: CancellationToken) {
+    loop {
+        match store.prune_events(ids::now_ms() - retention_ms).await {
+            Ok(0) => {}
+            Ok(n) => info!(events = n, "Pruned the event log."),
+            Err(e) => warn!(error = %e, "Could not prune the event log."),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
 }
 
 /// Queues again every event left in `received` longer than `after`: the answer to a crash

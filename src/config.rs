@@ -45,6 +45,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub rate_limits: RateLimitConfig,
     pub routing: RoutingConfig,
+    pub live: LiveConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -142,6 +143,21 @@ pub struct RoutingConfig {
     pub affinity_window_secs: u64,
     /// The dispatcher's safety-net resync period.
     pub resync_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// How long events are kept for resuming consoles.
+    pub retention_secs: u64,
+    /// Events a socket may fall behind before it is closed with 4008.
+    pub socket_buffer: usize,
+    /// Server ping period; also the console presence heartbeat period.
+    pub ping_secs: u64,
+    /// Largest client frame (1009 above it).
+    pub max_frame_bytes: usize,
+    /// Lifetime of a single-use WebSocket ticket.
+    pub ticket_ttl_secs: u64,
 }
 
 impl RoutingConfig {
@@ -368,6 +384,23 @@ impl Config {
                 "routing.presence_timeout_secs",
                 "must be at least 5 (heartbeats need time to arrive)",
             ));
+        }
+        let live = &self.live;
+        for (key, value, low, high) in [
+            ("live.retention_secs", live.retention_secs, 60, u64::MAX),
+            ("live.socket_buffer", live.socket_buffer as u64, 16, 65536),
+            ("live.ping_secs", live.ping_secs, 1, 300),
+            (
+                "live.max_frame_bytes",
+                live.max_frame_bytes as u64,
+                1024,
+                1 << 20,
+            ),
+            ("live.ticket_ttl_secs", live.ticket_ttl_secs, 5, 300),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(invalid(key, format!("must be between {low} and {high}")));
+            }
         }
         if self.routing.resync_secs == 0 {
             return Err(invalid("routing.resync_secs", "must be at least 1"));

@@ -32,7 +32,6 @@ use crate::broker::{Broker, Received};
 use crate::config::Config;
 use crate::http::routing_rules::rule_schema;
 use crate::ids;
-use crate::ingest::publish_event;
 use crate::store::routing::{OfferEnd, Placed, Placement, Requeue};
 use crate::store::{Store, StoreError};
 
@@ -65,7 +64,15 @@ pub async fn wake(broker: &Broker, account_id: &str) {
 pub struct Dispatcher {
     pub store: Store,
     pub broker: Broker,
+    pub events: crate::live::Events,
     pub config: Arc<Config>,
+}
+
+/// The queue figures last pushed for an account, by inbox, and when.
+#[derive(Default)]
+struct QueuePush {
+    at: i64,
+    figures: HashMap<String, String>,
 }
 
 /// When a pass lost a commit to another writer, the next one comes this soon.
@@ -79,6 +86,7 @@ impl Dispatcher {
         let mut dirty: BTreeSet<String> = BTreeSet::new();
         let mut due: HashMap<String, i64> = HashMap::new();
         let mut next_resync = tokio::time::Instant::now();
+        let mut pushed = HashMap::new();
         loop {
             if subscription.is_none() {
                 match self.broker.subscribe(WAKE_TOPIC).await {
@@ -113,7 +121,13 @@ impl Dispatcher {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                match self.pass(&account).await {
+                let mut passed = self.pass(&account).await;
+                if let Ok(next) = &mut passed
+                    && let Some(retry) = self.push_queue_stats(&account, &mut pushed).await
+                {
+                    *next = Some(next.map_or(retry, |at| at.min(retry)));
+                }
+                match passed {
                     Ok(Some(at)) => {
                         due.insert(account, at);
                     }
@@ -161,6 +175,58 @@ impl Dispatcher {
                 },
             }
         }
+    }
+
+    /// Pushes `queue.stats` (one frame per inbox whose figures changed) to the consoles that
+    /// watch queues, at most once a second per account. `pushed` remembers what was sent.
+    /// Returns when to come back when it is too soon to push now.
+    async fn push_queue_stats(
+        &self,
+        account: &str,
+        pushed: &mut HashMap<String, QueuePush>,
+    ) -> Option<i64> {
+        let last = pushed.entry(account.to_owned()).or_default();
+        let now = ids::now_ms();
+        if now - last.at < 1000 {
+            return Some(last.at + 1000);
+        }
+        last.at = now;
+        let fresh_after = now - self.config.routing.presence_timeout_ms();
+        let (Ok((inboxes, _)), Ok(placements)) = (
+            self.store.queue_stats(account, fresh_after, now).await,
+            self.store.inbox_placements(account).await,
+        ) else {
+            return None;
+        };
+        for stats in inboxes {
+            let mut data = json!(stats);
+            // The wait grows every moment; what changes the picture is the rest.
+            let figures = {
+                let mut f = data.clone();
+                f["longest_wait_ms"] = json!(null);
+                f.to_string()
+            };
+            if last.figures.get(&stats.id) == Some(&figures) {
+                continue;
+            }
+            let (team_id, branch_id) = placements
+                .iter()
+                .find(|(id, _, _)| *id == stats.id)
+                .map(|(_, t, b)| (t.clone(), b.clone()))
+                .unwrap_or_default();
+            data["inbox_id"] = json!(stats.id);
+            let scope = crate::store::live::EventScope {
+                inbox_id: Some(stats.id.clone()),
+                team_id,
+                branch_id,
+                ..Default::default()
+            };
+            self.events
+                .ephemeral(account, "queue.stats", data, scope, None)
+                .await;
+            last.figures.insert(stats.id, figures);
+        }
+        None
     }
 
     /// One pass over an account; returns when the next one is due on its own, if ever.
@@ -216,8 +282,9 @@ impl Dispatcher {
                 .await?
             {
                 debug!(conversation = %conv.id, reason = why.as_str(), "Back to the queue.");
-                self.publish(account, "conversation.requeued", json!(conv))
-                    .await;
+                let mut data = json!(conv);
+                data["previous_assignee_id"] = json!(held.agent_id);
+                self.publish(account, "conversation.requeued", data).await;
             }
         }
 
@@ -306,7 +373,7 @@ impl Dispatcher {
     }
 
     async fn publish(&self, account: &str, kind: &str, data: serde_json::Value) {
-        publish_event(&self.broker, account, kind, data).await;
+        self.events.publish(account, kind, data).await;
     }
 }
 

@@ -109,6 +109,23 @@ impl ApiError {
         ApiError::Internal(cause.to_string())
     }
 
+    /// The envelope's `code`, and a message safe to show (internal causes stay in the log).
+    pub fn code_and_message(&self) -> (&'static str, String) {
+        let (_, code) = self.status_and_code();
+        let message = match self {
+            ApiError::Internal(cause) => {
+                error!(%cause, "Internal error.");
+                "internal error".to_owned()
+            }
+            ApiError::Unavailable(cause) => {
+                error!(%cause, "Dependency unavailable.");
+                "a dependency is unavailable; try again".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (code, message)
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),

@@ -12,16 +12,14 @@ use async_trait::async_trait;
 use serde_json::json;
 use switchboard_connectors::{InboundBatch, InboundItem, RouteKey};
 use switchboard_workers::{InboundPort, PortError, RawEvent, SourceKind};
-use tracing::warn;
 
-use crate::broker::Broker;
 use crate::inboxes::{InboxRuntime, Registry};
 use crate::store::conversations::Target;
 use crate::store::{Store, StoreError};
 
 pub struct Ingest {
     pub store: Store,
-    pub broker: Broker,
+    pub events: crate::live::Events,
     pub registry: Arc<Registry>,
 }
 
@@ -61,23 +59,7 @@ impl Ingest {
     }
 
     async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
-        publish_event(&self.broker, account_id, kind, data).await;
-    }
-}
-
-/// Publishes `{"type": kind, "data": data}` on the account's topic, after the change it
-/// describes has committed. A failure is logged, not returned: consoles resume from the store,
-/// so a missed live push is not a lost message.
-pub async fn publish_event(broker: &Broker, account_id: &str, kind: &str, data: serde_json::Value) {
-    let payload = json!({ "type": kind, "data": data }).to_string();
-    if let Err(e) = broker
-        .publish(&account_topic(account_id), payload.into())
-        .await
-    {
-        warn!(error = %e, kind, "Could not publish an event.");
-    }
-    if crate::dispatch::wakes(kind) {
-        crate::dispatch::wake(broker, account_id).await;
+        self.events.publish(account_id, kind, data).await;
     }
 }
 
@@ -128,12 +110,8 @@ impl InboundPort for Ingest {
                             )
                             .await;
                         }
-                        self.publish(
-                            &stored.account_id,
-                            "message.created",
-                            json!({ "conversation_id": stored.conversation_id, "message_id": stored.message_id }),
-                        )
-                        .await;
+                        self.publish(&stored.account_id, "message.created", json!(stored.message))
+                            .await;
                     }
                 }
                 InboundItem::Status(status) => {

@@ -19,6 +19,7 @@ pub mod inboxes;
 pub mod ingest;
 pub mod intake;
 pub mod limits;
+pub mod live;
 #[cfg(test)]
 mod redis_testing;
 pub mod store;

@@ -88,11 +88,23 @@ pub async fn authenticate(
     meta: ClientMeta,
 ) -> Result<Principal, ApiError> {
     let claims = verify(&state.keys, token)?;
+    session_principal(state, &claims.acc, &claims.sub, &claims.sid, meta).await
+}
+
+/// The principal of a live sign-in session (what a verified token, or a WebSocket ticket it
+/// minted, names): the session not revoked, the user active, the role's grants.
+pub async fn session_principal(
+    state: &AppState,
+    account_id: &str,
+    user_id: &str,
+    session_id: &str,
+    meta: ClientMeta,
+) -> Result<Principal, ApiError> {
     let user = state
         .store
-        .session_user(&claims.sub, &claims.sid)
+        .session_user(user_id, session_id)
         .await?
-        .filter(|u| u.account_id == claims.acc && u.active && !u.session_revoked)
+        .filter(|u| u.account_id == account_id && u.active && !u.session_revoked)
         .ok_or_else(invalid)?;
     let grants = state
         .store
@@ -106,7 +118,7 @@ pub async fn authenticate(
         grants,
         user_id: Some(user.user_id),
         branch_id: user.branch_id,
-        session_id: Some(claims.sid),
+        session_id: Some(session_id.to_owned()),
         meta,
     })
 }

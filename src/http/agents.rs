@@ -29,7 +29,6 @@ use crate::access::{Permission, Principal};
 use crate::config::is_slug;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::ingest::publish_event;
 use crate::store::agents::{self as rows, Agent, CHANNELS, PresenceRow, Profile, SkillRemoval};
 use crate::store::audit;
 
@@ -543,13 +542,14 @@ pub async fn put_profile(
         audit::append(&mut tx, &record).await?;
         tx.commit().await?;
         // Skills and capacity decide routing: the engine looks again at once.
-        publish_event(
-            &state.broker,
-            &who.account_id,
-            "capacity.changed",
-            json!({ "user_id": user_id, "capacity": after.capacity }),
-        )
-        .await;
+        state
+            .events
+            .publish(
+                &who.account_id,
+                "capacity.changed",
+                json!({ "user_id": user_id, "capacity": after.capacity }),
+            )
+            .await;
     } else {
         // Nothing changed: no write and no audit record.
         tx.rollback().await?;
@@ -604,13 +604,14 @@ async fn record_presence(
     let was = PresenceRow::effective(before.as_ref(), now, timeout);
     let is = PresenceRow::effective(after.as_ref(), now, timeout);
     if was != is {
-        publish_event(
-            &state.broker,
-            account_id,
-            "presence.changed",
-            json!({ "user_id": user_id, "status": is }),
-        )
-        .await;
+        state
+            .events
+            .publish(
+                account_id,
+                "presence.changed",
+                json!({ "user_id": user_id, "status": is }),
+            )
+            .await;
     }
     Ok(after)
 }

@@ -18,7 +18,6 @@ use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::ingest::publish_event;
 use crate::store::conversations::{Contact, Conversation, ConversationFilter, Message};
 use crate::store::inbound::EventSummary;
 use crate::store::privacy::Erasure;
@@ -494,7 +493,10 @@ async fn reply(
         .insert_reply(&conversation, who.user_id.as_deref(), &content)
         .await?;
     let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
-    publish_event(&state.broker, &who.account_id, "message.created", value).await;
+    state
+        .events
+        .publish(&who.account_id, "message.created", value)
+        .await;
     Ok((StatusCode::CREATED, Json(message)))
 }
 
@@ -581,14 +583,12 @@ async fn assign(
         }
     }
     .ok_or_else(|| ApiError::not_found("conversation"))?;
-    let value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
-    publish_event(
-        &state.broker,
-        &who.account_id,
-        "conversation.assigned",
-        value,
-    )
-    .await;
+    let mut value = serde_json::to_value(&updated).map_err(ApiError::internal)?;
+    value["previous_assignee_id"] = serde_json::json!(conversation.assignee_id);
+    state
+        .events
+        .publish(&who.account_id, "conversation.assigned", value)
+        .await;
     // The previous holder's slot is free, or the conversation waits again.
     crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(updated))

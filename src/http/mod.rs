@@ -15,6 +15,7 @@ pub mod routing;
 pub mod routing_rules;
 pub mod webchat;
 pub mod webhooks;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub keys: Arc<crate::crypto::Keys>,
     pub limits: Arc<crate::limits::Limits>,
+    pub events: crate::live::Events,
+    pub live: Arc<crate::live::Node>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,9 +59,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(
             // Unauthenticated provider and visitor routes: limited per client IP.
-            webhooks::routes().merge(webchat::routes()).route_layer(
-                middleware::from_fn_with_state(state.clone(), crate::limits::per_ip),
-            ),
+            webhooks::routes()
+                .merge(webchat::routes())
+                .merge(ws::visitor_routes())
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::limits::per_ip,
+                )),
         )
         .merge(api::routes())
         .merge(reports::routes())
@@ -69,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(routing_rules::routes())
         .merge(routing::routes())
+        .merge(ws::routes())
         .merge(health::routes())
         .merge(openapi::routes())
         .route("/metrics", get(health::metrics))

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     AppState, admin, agents, api, audit, auth, health, inboxes, reports, routing, routing_rules,
-    webchat, webhooks,
+    webchat, webhooks, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -49,6 +49,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "reports", description = "SLA reports over the caller's scope."),
         (name = "webhooks", description = "Provider webhooks (WhatsApp Cloud API, Twilio), authenticated by the provider's signature over the raw body."),
         (name = "webchat", description = "The web-chat widget's visitor API."),
+        (name = "live", description = "Live consoles over WebSocket; the protocol is docs/LIVE.md."),
         (name = "health", description = "Liveness, readiness and metrics, for load balancers and monitoring."),
         (name = "auth", description = "Sign-in: access tokens, refresh-token rotation, logout, TOTP second factor."),
         (name = "admin", description = "Users, teams, branches, custom roles and API keys (manage_users)."),
@@ -110,6 +111,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         agents::AgentsApi::openapi(),
         routing_rules::RoutingRulesApi::openapi(),
         routing::RoutingApi::openapi(),
+        ws::WsApi::openapi(),
     ]
 }
 

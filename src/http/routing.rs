@@ -17,7 +17,6 @@ use super::{AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::ingest::publish_event;
 use crate::store::conversations::Conversation;
 use crate::store::routing::{Offer, OfferEnd, OfferRefusal, QueueStats, TraceEntry};
 
@@ -130,13 +129,10 @@ pub async fn accept_offer(
         .accept_offer(&who.account_id, &id, me, ids::now_ms())
         .await?
         .map_err(refused)?;
-    publish_event(
-        &state.broker,
-        &who.account_id,
-        "conversation.assigned",
-        json!(conv),
-    )
-    .await;
+    state
+        .events
+        .publish(&who.account_id, "conversation.assigned", json!(conv))
+        .await;
     // The dispatcher learns the new assignment's deadlines (no reply, grace) at once.
     crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(conv))
@@ -176,13 +172,10 @@ pub async fn decline_offer(
         )
         .await?
         .map_err(refused)?;
-    publish_event(
-        &state.broker,
-        &who.account_id,
-        "offer.declined",
-        json!(offer),
-    )
-    .await;
+    state
+        .events
+        .publish(&who.account_id, "offer.declined", json!(offer))
+        .await;
     Ok(Json(offer))
 }
 
@@ -214,13 +207,10 @@ pub async fn resolve(
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
     if changed {
-        publish_event(
-            &state.broker,
-            &who.account_id,
-            "conversation.resolved",
-            json!(conv),
-        )
-        .await;
+        state
+            .events
+            .publish(&who.account_id, "conversation.resolved", json!(conv))
+            .await;
     }
     Ok(Json(conv))
 }
@@ -397,13 +387,10 @@ pub async fn update_conversation(
         )
         .await?
         .ok_or_else(|| ApiError::not_found("conversation"))?;
-    publish_event(
-        &state.broker,
-        &who.account_id,
-        "conversation.updated",
-        json!(conv),
-    )
-    .await;
+    state
+        .events
+        .publish(&who.account_id, "conversation.updated", json!(conv))
+        .await;
     Ok(Json(conv))
 }
 

@@ -78,14 +78,14 @@ struct MessageAccepted {
     client_message_id: String,
 }
 
-fn webchat_inbox(state: &AppState, slug: &str) -> Result<Arc<InboxRuntime>, ApiError> {
+pub(crate) fn webchat_inbox(state: &AppState, slug: &str) -> Result<Arc<InboxRuntime>, ApiError> {
     state
         .registry
         .inbox(slug, Channel::Webchat)
         .ok_or_else(|| ApiError::not_found("web-chat inbox"))
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 

@@ -86,7 +86,8 @@ pub struct Contact {
 /// What storing one inbound message did, for the events published after commit.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
-    pub message_id: String,
+    /// The message as `GET …/messages` shows it (what `message.created` carries).
+    pub message: Message,
     pub conversation_id: String,
     pub conversation_created: bool,
     pub account_id: String,
@@ -168,8 +169,9 @@ impl Store {
         let (conversation_id, conversation_created) =
             open_conversation(&mut tx, target, &contact_id, message.sent_at_ms, now).await?;
         let message_id = ids::new(ids::MESSAGE);
-        let content = serde_json::to_string(&message.content)
+        let content_value = serde_json::to_value(&message.content)
             .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
+        let content = content_value.to_string();
         let inserted = sqlx::query(
             "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
              content, provider_message_id, reply_to, forwarded, status, status_rank, sent_at, created_at, \
@@ -213,7 +215,21 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(Some(StoredMessage {
-            message_id,
+            message: Message {
+                id: message_id,
+                conversation_id: conversation_id.clone(),
+                inbox_id: target.inbox_id.to_owned(),
+                direction: "inbound".to_owned(),
+                content_type: message.content.kind().to_owned(),
+                content: content_value,
+                provider_message_id: Some(message.provider_message_id.clone()),
+                reply_to: message.reply_to.clone(),
+                forwarded: message.forwarded,
+                status: "received".to_owned(),
+                error: None,
+                sent_at_ms: message.sent_at_ms,
+                created_at_ms: now,
+            },
             conversation_id,
             conversation_created,
             account_id: target.account_id.to_owned(),

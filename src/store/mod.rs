@@ -19,6 +19,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod inbound;
 pub mod inboxes;
+pub mod live;
 pub mod org;
 pub mod privacy;
 pub mod reports;

@@ -84,6 +84,13 @@ impl Store {
         .bind(contact_id)
         .execute(&mut *tx)
         .await?;
+        // The live event log holds message texts for consoles to resume from: the contact's
+        // events go (a console resuming across them simply does not get them back).
+        sqlx::query("DELETE FROM events WHERE account_id = $1 AND contact_id = $2")
+            .bind(account_id)
+            .bind(contact_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE webchat_sessions SET identifier = NULL, name = NULL, email = NULL \
              WHERE account_id = $1 AND visitor_id IN (SELECT value FROM contact_identities \

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod console;
 mod helpers;
 
 mod access;
@@ -16,6 +17,8 @@ mod exactly_once;
 mod health;
 mod inboxes;
 mod limits;
+mod live;
+mod live_edges;
 mod openapi;
 mod privacy;
 mod routing_rules;

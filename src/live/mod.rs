@@ -1,0 +1,286 @@
+//! Live events (docs/LIVE.md): written to the event log, published through the broker, pumped
+//! in id order to the node's sockets, and admitted per socket by scope.
+//!
+//! - [`Events`] is how the hub announces a change: `publish` appends the event to the log
+//!   (group commit, one writer task per node) and then publishes it on the account's broker
+//!   topic; `ephemeral` publishes a frame that is not history (`typing`, `queue.stats`).
+//! - [`Fanout`] runs one pump per account with sockets on this node: one broker subscription,
+//!   parsed once, put in id order (holes filled from the log, repeats dropped), and handed to
+//!   the sockets through one bounded ring they all read.
+//! - [`Viewer`] answers whether a socket may see an event.
+
+pub mod fanout;
+pub mod viewer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use crate::broker::Broker;
+use crate::ingest::account_topic;
+use crate::store::Store;
+use crate::store::live::{EventScope, LoggedEvent, NewEvent};
+
+pub use fanout::Fanout;
+pub use viewer::Viewer;
+
+/// This node's live side: its id, its pumps, and the sessions shutdown waits for.
+pub struct Node {
+    pub node_id: String,
+    pub fanout: Arc<Fanout>,
+    pub sessions: tokio_util::task::TaskTracker,
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Events waiting for the log writer before publishers wait for room.
+const APPEND_QUEUE: usize = 4096;
+/// Most events one log transaction takes.
+const APPEND_BATCH: usize = 512;
+
+/// One event as a node's sockets see it: parsed once per node, shared by every socket.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The log id; `None` for an ephemeral frame.
+    pub id: Option<i64>,
+    pub kind: Box<str>,
+    pub scope: EventScope,
+    /// The console that caused an ephemeral frame (not echoed back to it).
+    pub origin: Option<Box<str>>,
+    /// The frame as sent: `{"type", "id", "data"}`.
+    pub frame: Utf8Bytes,
+}
+
+/// What travels on the broker: the routing envelope on the first line, the frame after it, so
+/// a pump parses only the envelope and never re-serialises the frame.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    id: Option<i64>,
+    kind: String,
+    #[serde(flatten)]
+    scope: WireScope,
+    origin: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct WireScope {
+    conversation_id: Option<String>,
+    contact_id: Option<String>,
+    inbox_id: Option<String>,
+    team_id: Option<String>,
+    branch_id: Option<String>,
+    assignee_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+impl From<EventScope> for WireScope {
+    fn from(s: EventScope) -> Self {
+        WireScope {
+            conversation_id: s.conversation_id,
+            contact_id: s.contact_id,
+            inbox_id: s.inbox_id,
+            team_id: s.team_id,
+            branch_id: s.branch_id,
+            assignee_id: s.assignee_id,
+            agent_id: s.agent_id,
+        }
+    }
+}
+
+impl From<WireScope> for EventScope {
+    fn from(s: WireScope) -> Self {
+        EventScope {
+            conversation_id: s.conversation_id,
+            contact_id: s.contact_id,
+            inbox_id: s.inbox_id,
+            team_id: s.team_id,
+            branch_id: s.branch_id,
+            assignee_id: s.assignee_id,
+            agent_id: s.agent_id,
+        }
+    }
+}
+
+/// `{"type": kind, "id": id, "data": data}` with `data` already JSON.
+pub fn frame_text(kind: &str, id: Option<i64>, data: &str) -> String {
+    let kind = serde_json::Value::from(kind);
+    match id {
+        Some(id) => format!(r#"{{"type":{kind},"id":{id},"data":{data}}}"#),
+        None => format!(r#"{{"type":{kind},"data":{data}}}"#),
+    }
+}
+
+impl LiveEvent {
+    pub fn from_logged(e: LoggedEvent) -> Self {
+        LiveEvent {
+            frame: frame_text(&e.kind, Some(e.id), &e.data).into(),
+            id: Some(e.id),
+            kind: e.kind.into(),
+            scope: e.scope,
+            origin: None,
+        }
+    }
+
+    /// A frame for this node's sockets only, not from the broker (`resync.required`).
+    pub fn local(kind: &str, data: serde_json::Value) -> Self {
+        LiveEvent {
+            id: None,
+            kind: kind.into(),
+            scope: EventScope::default(),
+            origin: None,
+            frame: frame_text(kind, None, &data.to_string()).into(),
+        }
+    }
+
+    /// Parses a broker payload; `None` for something that is not one.
+    fn parse(payload: &str) -> Option<Self> {
+        let (head, frame) = payload.split_once('\n')?;
+        let envelope: Envelope = serde_json::from_str(head).ok()?;
+        Some(LiveEvent {
+            id: envelope.id,
+            kind: envelope.kind.into(),
+            scope: envelope.scope.into(),
+            origin: envelope.origin.map(Into::into),
+            frame: frame.to_owned().into(),
+        })
+    }
+}
+
+fn wire(
+    id: Option<i64>,
+    kind: &str,
+    scope: EventScope,
+    origin: Option<&str>,
+    frame: &str,
+) -> Arc<str> {
+    let envelope = Envelope {
+        id,
+        kind: kind.to_owned(),
+        scope: scope.into(),
+        origin: origin.map(str::to_owned),
+    };
+    let head = serde_json::to_string(&envelope).unwrap_or_default();
+    format!("{head}\n{frame}").into()
+}
+
+struct Job {
+    event: NewEvent,
+    done: oneshot::Sender<()>,
+}
+
+/// The hub's way to announce changes. Cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    broker: Broker,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Events {
+    /// Starts the node's log writer.
+    pub fn start(store: Store, broker: Broker) -> Self {
+        let (jobs, inbox) = mpsc::channel(APPEND_QUEUE);
+        tokio::spawn(writer(store, broker.clone(), inbox));
+        Events { broker, jobs }
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Logs `{"type": kind, "data": data}` for the account and publishes it, after the change it
+    /// describes has committed; returns once it is logged and published. Who may see it is
+    /// read from `data`: its conversation (`conversation_id`, or `id` for `conversation.*`;
+    /// `message_id` for a message's status) and its agent (`previous_assignee_id`, `agent_id`
+    /// or `user_id`). A failure is logged, not returned: the change itself has committed.
+    pub async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
+        let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let conversation_id = text("conversation_id").or_else(|| {
+            kind.starts_with("conversation.")
+                .then(|| text("id"))
+                .flatten()
+        });
+        let event = NewEvent {
+            account_id: account_id.to_owned(),
+            kind: kind.to_owned(),
+            message_id: text("message_id"),
+            agent_id: text("previous_assignee_id")
+                .or_else(|| text("agent_id"))
+                .or_else(|| text("user_id")),
+            conversation_id,
+            data: data.to_string(),
+        };
+        let (done, logged) = oneshot::channel();
+        if self.jobs.send(Job { event, done }).await.is_ok() {
+            let _ = logged.await;
+        } else {
+            warn!(
+                kind,
+                "The event log writer is gone; the event is not logged."
+            );
+        }
+        if crate::dispatch::wakes(kind) {
+            crate::dispatch::wake(&self.broker, account_id).await;
+        }
+    }
+
+    /// Publishes a frame that is not part of the account's history (no id, not logged, not
+    /// resumed): `typing`, `queue.stats`. `origin` is the console that caused it.
+    pub async fn ephemeral(
+        &self,
+        account_id: &str,
+        kind: &str,
+        data: serde_json::Value,
+        scope: EventScope,
+        origin: Option<&str>,
+    ) {
+        let frame = frame_text(kind, None, &data.to_string());
+        let payload = wire(None, kind, scope, origin, &frame);
+        if let Err(e) = self
+            .broker
+            .publish(&account_topic(account_id), payload)
+            .await
+        {
+            warn!(error = %e, kind, "Could not publish an ephemeral event.");
+        }
+    }
+}
+
+/// The node's log writer: takes every event waiting (up to a batch), appends them in one
+/// transaction, publishes each in id order, then releases the publishers.
+async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(APPEND_BATCH);
+    while inbox.recv_many(&mut jobs, APPEND_BATCH).await > 0 {
+        let batch: Vec<NewEvent> = jobs.iter().map(|j| j.event.clone()).collect();
+        let mut logged = None;
+        for attempt in 0..5u32 {
+            match store.append_events(&batch).await {
+                Ok(events) => {
+                    logged = Some(events);
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, attempt, events = batch.len(), "Could not append to the event log.");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+        metrics::counter!("switchboard_events_logged_total").increment(batch.len() as u64);
+        for (event, account) in logged
+            .unwrap_or_default()
+            .into_iter()
+            .zip(batch.iter().map(|e| e.account_id.as_str()))
+        {
+            let frame = frame_text(&event.kind, Some(event.id), &event.data);
+            let payload = wire(Some(event.id), &event.kind, event.scope, None, &frame);
+            if let Err(e) = broker.publish(&account_topic(account), payload).await {
+                warn!(error = %e, kind = event.kind, "Could not publish an event; consoles fill the hole from the log.");
+            }
+        }
+        for job in jobs.drain(..) {
+            let _ = job.done.send(());
+        }
+    }
+}
