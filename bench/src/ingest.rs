@@ -8,6 +8,7 @@
 //! send rate.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ enum Channel {
     Twilio,
 }
 
-fn digits(s: &str) -> Result<String, String> {
+pub fn digits(s: &str) -> Result<String, String> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         Ok(s.to_owned())
     } else {
@@ -94,7 +95,7 @@ fn digits(s: &str) -> Result<String, String> {
     }
 }
 
-fn positive_rate(s: &str) -> Result<f64, String> {
+pub fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
         _ => Err("expected a rate per second in (0, 10000000]".to_owned()),
@@ -136,6 +137,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
         target: Arc::new(target),
         events: Arc::new(events),
         duplicates: args.duplicates,
+        stamps: None,
     };
 
     let hub = match args.hub_pid {
@@ -212,6 +214,51 @@ pub struct Load {
     target: Arc<Target>,
     events: Arc<Vec<Prepared>>,
     duplicates: bool,
+    /// When each event was sent and accepted, for scenarios that time what follows the ack.
+    stamps: Option<Arc<Stamps>>,
+}
+
+/// When each event of a run was sent and when the hub accepted it, in nanoseconds after
+/// `base` plus one (0: not yet, or not accepted), written by the senders and read by whoever
+/// sees the event's consequences.
+pub struct Stamps {
+    pub base: std::time::Instant,
+    sent: Vec<AtomicU64>,
+    accepted: Vec<AtomicU64>,
+}
+
+impl Stamps {
+    pub fn new(events: usize, base: std::time::Instant) -> Self {
+        let zeros = || (0..events).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            base,
+            sent: zeros(),
+            accepted: zeros(),
+        }
+    }
+
+    fn stamp(&self, slot: &AtomicU64) {
+        let ns = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        slot.store(ns + 1, Ordering::Release);
+    }
+
+    fn read(slots: &[AtomicU64], i: usize) -> Option<Duration> {
+        match slots.get(i)?.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns - 1)),
+        }
+    }
+
+    /// When event `i` was sent, after `base`.
+    pub fn sent(&self, i: usize) -> Option<Duration> {
+        Self::read(&self.sent, i)
+    }
+
+    /// When the hub's `accepted` answer to event `i` arrived, after `base`; `None` if it has
+    /// not (yet), or the answer was anything else.
+    pub fn accepted(&self, i: usize) -> Option<Duration> {
+        Self::read(&self.accepted, i)
+    }
 }
 
 impl Job for Load {
@@ -228,12 +275,26 @@ impl Load {
             target: Arc::new(target),
             events: Arc::new(events),
             duplicates: false,
+            stamps: None,
+        }
+    }
+
+    /// Sends each of `events` once to `target`, stamping when each was sent and accepted.
+    pub fn stamped(
+        client: Client,
+        target: Target,
+        events: Vec<Prepared>,
+        stamps: Arc<Stamps>,
+    ) -> Self {
+        Self {
+            stamps: Some(stamps),
+            ..Self::once(client, target, events)
         }
     }
 
     /// Event `i` starts at `start + i / rate`, on a free slot if there is one; if not (or the
     /// generator is behind), it starts as soon as it can and counts as late.
-    async fn open(
+    pub async fn open(
         &self,
         concurrency: usize,
         rate: f64,
@@ -291,7 +352,13 @@ impl Load {
         let sends = if self.duplicates { 2 } else { 1 };
         for _ in 0..sends {
             let started = Instant::now();
+            if let Some(stamps) = &self.stamps {
+                stamps.stamp(&stamps.sent[i]);
+            }
             let outcome = self.send(&self.events[i]).await;
+            if let (Some(stamps), Outcome::Accepted) = (&self.stamps, &outcome) {
+                stamps.stamp(&stamps.accepted[i]);
+            }
             tally.record(outcome, started.elapsed());
         }
     }

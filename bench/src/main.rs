@@ -9,7 +9,9 @@
 //! Scenarios: `ingest` (signed inbound webhooks, WhatsApp or Twilio SMS), `api` (authenticated
 //! REST reads with an access token or API key), `login` (password sign-ins), `route` (the
 //! assignment engine's decision core in process, no hub) and `fill` (how fast the engine of a
-//! running hub fills a slot an agent frees by resolving a conversation).
+//! running hub fills a slot an agent frees by resolving a conversation); and the live consoles
+//! over WebSocket: `ws-idle` (hub memory per idle console), `ws-latency` (webhook accepted →
+//! console frame) and `ws-fanout` (frames a second to many consoles).
 
 mod api;
 mod fill;
@@ -17,8 +19,10 @@ mod http;
 mod ingest;
 mod payload;
 mod proc_cpu;
+mod proc_mem;
 mod report;
 mod route;
+mod ws;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -59,6 +63,15 @@ enum Scenario {
     /// Raise the hub's rate_limits.login_per_minute above --agents (each agent signs in once)
     /// and rate_limits.api_per_second (each agent polls every --poll-interval-ms) for a run.
     Fill(fill::FillArgs),
+    /// Idle consoles on GET /v1/ws: the hub's memory (and the generator's) per open socket,
+    /// read at several socket counts so the slope per connection shows.
+    WsIdle(ws::idle::IdleArgs),
+    /// Webhook accepted → `message.created` frame on a console: signed WhatsApp webhooks
+    /// open-loop at --rate, each matched to its frame by a marker in its text.
+    WsLatency(ws::latency::LatencyArgs),
+    /// Many consoles watching one account: frames delivered per second over all sockets, every
+    /// socket checked for every event, hub and generator CPU.
+    WsFanout(ws::fanout::FanoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +81,9 @@ fn main() -> ExitCode {
         Scenario::Api(args) => on_runtime(cli.threads, api::run_api(args)),
         Scenario::Login(args) => on_runtime(cli.threads, api::run_login(args)),
         Scenario::Fill(args) => on_runtime(cli.threads, fill::run(args)),
+        Scenario::WsIdle(args) => on_runtime(cli.threads, ws::idle::run(args)),
+        Scenario::WsLatency(args) => on_runtime(cli.threads, ws::latency::run(args)),
+        Scenario::WsFanout(args) => on_runtime(cli.threads, ws::fanout::run(args)),
         // Single-threaded and synchronous: no runtime.
         Scenario::Route(args) => route::run(&args),
     };

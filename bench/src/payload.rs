@@ -77,7 +77,25 @@ impl WhatsappEvents<'_> {
         (0..count as u64)
             .map(|i| {
                 let sender = i % SENDERS;
-                self.event(i, sender, &format!("1555555{sender:04}"), timestamp)
+                let text = format!("Hi, is my order shipped? (#{i})");
+                self.event(i, sender, &format!("1555555{sender:04}"), timestamp, &text)
+            })
+            .collect()
+    }
+
+    /// `count` events from the first `senders` of the same 1000 numbers in turn, each text
+    /// carrying [`marker`]`(run_id, i)` so the console frame it becomes can be matched to it.
+    pub fn build_marked(&self, count: usize, senders: u64) -> anyhow::Result<Vec<Prepared>> {
+        anyhow::ensure!(
+            (1..=SENDERS).contains(&senders),
+            "between 1 and {SENDERS} senders"
+        );
+        let timestamp = unix_now();
+        (0..count as u64)
+            .map(|i| {
+                let sender = i % senders;
+                let text = format!("Hi, is my order shipped? {}", marker(self.run_id, i));
+                self.event(i, sender, &format!("1555555{sender:04}"), timestamp, &text)
             })
             .collect()
     }
@@ -92,20 +110,31 @@ impl WhatsappEvents<'_> {
         let run = u64::from_str_radix(self.run_id, 16).unwrap_or_default() % 1_000_000;
         let timestamp = unix_now();
         (0..count as u64)
-            .map(|i| self.event(i, i, &format!("2{run:06}{i:05}"), timestamp))
+            .map(|i| {
+                let text = format!("Hi, is my order shipped? (#{i})");
+                self.event(i, i, &format!("2{run:06}{i:05}"), timestamp, &text)
+            })
             .collect()
     }
 
     /// Event `i` of the run: one text message from `wa_id`.
-    fn event(&self, i: u64, sender: u64, wa_id: &str, timestamp: u64) -> anyhow::Result<Prepared> {
-        // Meta only ever sends ASCII (non-ASCII is \u-escaped), and so does this.
+    fn event(
+        &self,
+        i: u64,
+        sender: u64,
+        wa_id: &str,
+        timestamp: u64,
+        text: &str,
+    ) -> anyhow::Result<Prepared> {
+        // Meta only ever sends ASCII (non-ASCII is \u-escaped), and so does this; `text` is
+        // ASCII without quotes or backslashes.
         let body = format!(
             concat!(
                 r#"{{"object":"whatsapp_business_account","entry":[{{"id":"900000000000001","changes":[{{"value":"#,
                 r#"{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15555550100","#,
                 r#""phone_number_id":"{pnid}"}},"contacts":[{{"profile":{{"name":"Bench Sender {sender}"}},"#,
                 r#""wa_id":"{wa_id}"}}],"messages":[{{"from":"{wa_id}","id":"wamid.BENCH{run}{i:010}","#,
-                r#""timestamp":"{ts}","type":"text","text":{{"body":"Hi, is my order shipped? (#{i})"}}}}]}},"#,
+                r#""timestamp":"{ts}","type":"text","text":{{"body":"{text}"}}}}]}},"#,
                 r#""field":"messages"}}]}}]}}"#,
             ),
             pnid = self.phone_number_id,
@@ -114,12 +143,43 @@ impl WhatsappEvents<'_> {
             run = self.run_id,
             i = i,
             ts = timestamp,
+            text = text,
         );
         let signature = whatsapp::sign(self.app_secret, body.as_bytes());
         Ok(Prepared {
             signature: HeaderValue::try_from(signature)?,
             body: Bytes::from(body),
         })
+    }
+}
+
+/// The tag event `i` of run `run_id` carries in its text: `[wsb:{run_id}:{i}]`. The console
+/// scenarios find it in the frames with [`MarkerFinder`].
+pub fn marker(run_id: &str, i: u64) -> String {
+    format!("[wsb:{run_id}:{i}]")
+}
+
+/// Finds a run's [`marker`] in a frame and reads the event number back.
+pub struct MarkerFinder {
+    prefix: memchr::memmem::Finder<'static>,
+}
+
+impl MarkerFinder {
+    pub fn new(run_id: &str) -> Self {
+        Self {
+            prefix: memchr::memmem::Finder::new(format!("[wsb:{run_id}:").as_bytes()).into_owned(),
+        }
+    }
+
+    /// The event number of the first marker of this run in `text`, if any.
+    pub fn find(&self, text: &[u8]) -> Option<u64> {
+        let at = self.prefix.find(text)? + self.prefix.needle().len();
+        let digits = &text[at..];
+        let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+        if end == 0 || digits[end] != b']' {
+            return None;
+        }
+        std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
     }
 }
 
@@ -217,6 +277,35 @@ mod tests {
         let unique: std::collections::HashSet<&String> = a.iter().chain(&b).collect();
         assert_eq!(unique.len(), 3000);
         assert!(a.iter().all(|s| s.len() == 12 && s.starts_with('2')));
+    }
+
+    #[test]
+    fn marked_bodies_carry_a_findable_marker() {
+        let events = WhatsappEvents {
+            app_secret: b"secret",
+            phone_number_id: "800000000000001",
+            run_id: "0123456789ab",
+        }
+        .build_marked(12, 5)
+        .unwrap();
+        let finder = MarkerFinder::new("0123456789ab");
+        for (i, e) in events.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_slice(&e.body).unwrap();
+            let message = &v["entry"][0]["changes"][0]["value"]["messages"][0];
+            let text = message["text"]["body"].as_str().unwrap();
+            assert_eq!(finder.find(text.as_bytes()), Some(i as u64));
+            let from = message["from"].as_str().unwrap();
+            assert_eq!(from, format!("1555555{:04}", i % 5));
+            let sig = e.signature.to_str().unwrap();
+            whatsapp::verify_signature(b"secret", &e.body, Some(sig)).unwrap();
+        }
+        // As the hub echoes it inside a frame; other runs' markers and broken ones are not it.
+        let frame = br#"{"type":"message.created","id":7,"data":{"content":{"type":"text","text":"x [wsb:0123456789ab:41]"}}}"#;
+        assert_eq!(finder.find(frame), Some(41));
+        assert_eq!(finder.find(b"[wsb:0123456789ac:41]"), None);
+        assert_eq!(finder.find(b"[wsb:0123456789ab:]"), None);
+        assert_eq!(finder.find(b"[wsb:0123456789ab:12"), None);
+        assert_eq!(finder.find(b"[wsb:0123456789ab:12x]"), None);
     }
 
     #[test]

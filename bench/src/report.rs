@@ -522,7 +522,7 @@ impl FillReport {
     }
 }
 
-fn errors_cell(errors: &BTreeMap<String, u64>) -> String {
+pub fn errors_cell(errors: &BTreeMap<String, u64>) -> String {
     if errors.is_empty() {
         "0".to_owned()
     } else {
@@ -534,7 +534,7 @@ fn errors_cell(errors: &BTreeMap<String, u64>) -> String {
     }
 }
 
-fn latency_cell(l: &Latency) -> String {
+pub fn latency_cell(l: &Latency) -> String {
     format!(
         "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         l.p50, l.p90, l.p99, l.p99_9, l.max
@@ -543,7 +543,7 @@ fn latency_cell(l: &Latency) -> String {
 
 /// The hub CPU line (and a warning when the hub was busy before the run); `unit` is what one
 /// `…_per_event` figure is per.
-fn hub_cpu_rows(cpu: Option<&HubCpu>, unit: &str, rows: &mut Vec<(&str, String)>) {
+pub fn hub_cpu_rows(cpu: Option<&HubCpu>, unit: &str, rows: &mut Vec<(&str, String)>) {
     let Some(cpu) = cpu else { return };
     let settle = if cpu.settled {
         "until idle"
@@ -571,7 +571,7 @@ fn hub_cpu_rows(cpu: Option<&HubCpu>, unit: &str, rows: &mut Vec<(&str, String)>
     }
 }
 
-fn write_rows(rows: &[(&str, String)]) -> String {
+pub fn write_rows(rows: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (name, value) in rows {
         let _ = writeln!(out, "{name:<12} {value}");
