@@ -51,6 +51,8 @@ pub mod close {
 const MAX_ERRORS: u32 = 10;
 /// A send that cannot complete in this long means a peer that stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a socket cut off for being too slow has to read up to its close frame.
+const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames written before one flush, when many are waiting.
 const FLUSH_EVERY: usize = 64;
 /// Rows per read while replaying.
@@ -611,13 +613,15 @@ impl Session {
 
     async fn too_slow(&self, sink: &mut Sink) -> End {
         metrics::counter!("switchboard_ws_too_slow_total").increment(1);
-        // Its socket is backed up: the close frame waits behind what is already buffered, for
-        // as long as any send may take, so a slow reader still learns why.
+        // Its socket is backed up: the close frame waits behind what is already buffered
+        // (megabytes of kernel buffer on a fast link), so a slow reader is given longer than
+        // one send to drain to it and learn why. The socket holds no event while it waits.
         let frame = CloseFrame {
             code: close::TOO_SLOW,
             reason: "too slow; reconnect with last_event_id".into(),
         };
-        let _ = timed(sink.send(Message::Close(Some(frame)))).await;
+        let _ =
+            tokio::time::timeout(SLOW_CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
         End::Closed(close::TOO_SLOW)
     }
 

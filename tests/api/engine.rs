@@ -73,7 +73,8 @@ impl Floor {
         assert_eq!(status, 200, "{body}");
     }
 
-    async fn presence(&self, agent: &TestUser, status: &str) {
+    /// Sets the agent's presence; returns the server's `changed_at_ms`.
+    async fn presence(&self, agent: &TestUser, status: &str) -> i64 {
         let (code, body) = self
             .hub
             .call(
@@ -84,6 +85,7 @@ impl Floor {
             )
             .await;
         assert_eq!(code, 200, "{body}");
+        body["changed_at_ms"].as_i64().unwrap()
     }
 
     /// A new customer writes on WhatsApp; returns the new conversation's id.
@@ -123,6 +125,19 @@ impl Floor {
         .await;
         self.seen.insert(id.clone());
         id
+    }
+
+    async fn reply(&self, agent: &TestUser, conv: &str) {
+        let (status, body) = self
+            .hub
+            .call(
+                Method::POST,
+                &format!("/v1/conversations/{conv}/messages"),
+                &agent.token,
+                Some(json!({ "text": "Hi, looking at your bill now." })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
     }
 
     async fn conversation(&self, id: &str) -> Value {
@@ -538,36 +553,49 @@ async fn offers_are_declined_lapse_and_are_accepted(backend: Backend) {
 }
 
 async fn grace_period_and_no_reply_return_conversations_to_the_queue(backend: Backend) {
-    let mut floor = Floor::open(backend, "[routing]\ngrace_secs = 1\nno_reply_secs = 2\n").await;
+    // Periods are checked on the server's clock (trace times against the presence change), and
+    // each phase starts from a state the next deadline cannot race: a loaded machine makes the
+    // test slower, never wrong.
+    let mut floor = Floor::open(backend, "[routing]\ngrace_secs = 1\nno_reply_secs = 4\n").await;
     let ana = floor.agent(1, json!({})).await;
     let conv = floor.arrive().await;
     let assigned = floor.until(&conv, "assigned", Some(&ana.id)).await;
+    // Ana answers, so this assignment has no no-reply limit left.
+    floor.reply(&ana, &conv).await;
 
     // Ana goes offline; Ben is online with a free slot, yet Ana keeps it for the grace period.
     let ben = floor.agent(1, json!({})).await;
-    floor.presence(&ana, "offline").await;
-    let went = Instant::now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        floor.conversation(&conv).await["assignee_id"],
-        ana.id.as_str()
-    );
+    let went = floor.presence(&ana, "offline").await;
     // Then it returns to the queue at its original position and Ben takes it.
     let moved = floor.until(&conv, "assigned", Some(&ben.id)).await;
-    assert!(went.elapsed() >= Duration::from_secs(1));
     assert_eq!(moved["queued_at_ms"], assigned["queued_at_ms"]);
+    let trace = floor.trace(&conv).await;
+    assert_eq!(
+        Floor::kinds(&trace),
+        ["assigned", "grace_expired", "assigned"]
+    );
+    let at = |i: usize| trace[i]["at_ms"].as_i64().unwrap();
+    assert!(
+        at(1) - went >= 1000,
+        "grace ended after {} ms",
+        at(1) - went
+    );
 
-    // Ben does not reply within 2 s: routed again without him. Ana is offline, so it waits;
+    // Ben does not reply within 4 s: routed again without him. Ana is offline, so it waits;
     // when she is back it is hers (the grace period did not exclude her).
-    floor.until(&conv, "waiting", None).await;
-    eventually("the trace of its wait", || async {
-        let kinds = Floor::kinds(&floor.trace(&conv).await);
-        (kinds.last().map(String::as_str) == Some("waiting")).then_some(())
+    let trace = eventually("the trace of its wait", || async {
+        let trace = floor.trace(&conv).await;
+        (Floor::kinds(&trace).last().map(String::as_str) == Some("waiting")).then_some(trace)
     })
     .await;
+    let at = |i: usize| trace[i]["at_ms"].as_i64().unwrap();
+    assert!(at(3) - at(2) >= 4000, "no reply after {} ms", at(3) - at(2));
     floor.presence(&ana, "online").await;
     floor.until(&conv, "assigned", Some(&ana.id)).await;
-    let kinds = Floor::kinds(&floor.trace(&conv).await);
+    // Ana replies: she keeps it past the no-reply limit.
+    floor.reply(&ana, &conv).await;
+    let trace = floor.trace(&conv).await;
+    let kinds = Floor::kinds(&trace);
     assert_eq!(
         kinds,
         [
@@ -579,18 +607,11 @@ async fn grace_period_and_no_reply_return_conversations_to_the_queue(backend: Ba
             "assigned"
         ]
     );
-    // Ana replies: she keeps it past the no-reply limit.
-    let (status, body) = floor
-        .hub
-        .call(
-            Method::POST,
-            &format!("/v1/conversations/{conv}/messages"),
-            &ana.token,
-            Some(json!({ "text": "Hi, looking at your bill now." })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let back = trace[5]["at_ms"].as_i64().unwrap();
+    let limit = std::time::UNIX_EPOCH + Duration::from_millis((back + 4500) as u64);
+    if let Ok(left) = limit.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
     let c = floor.conversation(&conv).await;
     assert_eq!(
         (c["routing_state"].as_str(), c["assignee_id"].as_str()),
