@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use switchboard_workers::{InboundPort, NormalizeInbound, Queue};
+use switchboard_workers::{InboundPort, NormalizeInbound, OutboundPort, Queue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -130,14 +130,43 @@ pub async fn run(
             events: events.clone(),
             registry: registry.clone(),
         });
+        let pacing = Arc::new(crate::outbound::Pacing::new(&config.outbound));
+        let outbound: Arc<dyn OutboundPort> = Arc::new(crate::outbound::Deliverer {
+            store: backends.store.clone(),
+            events: events.clone(),
+            registry: registry.clone(),
+            config: config.clone(),
+            http: crate::outbound::http_client(&config.outbound)?,
+            pacing: pacing.clone(),
+        });
         let queue = backends.queue.clone();
-        let concurrency = config.queue.concurrency;
+        let (concurrency, delivery_concurrency) =
+            (config.queue.concurrency, config.outbound.concurrency);
         let token = shutdown.clone();
         tasks.spawn(async move {
             queue
-                .run_workers(port, concurrency, token)
+                .run_workers(port, outbound, concurrency, delivery_concurrency, token)
                 .await
                 .map_err(anyhow::Error::from)
+        });
+        let (store, queue, token) = (
+            backends.store.clone(),
+            backends.queue.clone(),
+            shutdown.clone(),
+        );
+        let swept = config.clone();
+        tasks.spawn(async move {
+            crate::outbound::sweep(store, queue, swept, token).await;
+            Ok(())
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(60)) => pacing.shrink(),
+                }
+            }
         });
         let dispatcher = crate::dispatch::Dispatcher {
             store: backends.store.clone(),

@@ -46,6 +46,7 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub routing: RoutingConfig,
     pub live: LiveConfig,
+    pub outbound: OutboundConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -160,6 +161,34 @@ pub struct LiveConfig {
     pub ticket_ttl_secs: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Meta Graph API base URL (no trailing slash).
+    pub whatsapp_base_url: String,
+    /// Graph API version in the send path (`v23.0`).
+    pub whatsapp_api_version: String,
+    /// Twilio REST API base URL (no trailing slash).
+    pub twilio_base_url: String,
+    /// One provider call may take this long before it counts as a timeout (a retry).
+    pub request_timeout_secs: u64,
+    /// Attempts before a message is given up on and its delivery becomes a dead letter.
+    pub max_attempts: u32,
+    /// The first retry's delay; it doubles per attempt (with full jitter) up to the cap.
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    /// Delivery jobs run at once per worker node.
+    pub concurrency: usize,
+    /// Messages per second per WhatsApp phone number (Meta's default throughput is 80).
+    pub whatsapp_per_number_per_second: u32,
+    /// Messages to one customer from one number: a burst, then one per interval (Meta's pair
+    /// rate limit, error 131056).
+    pub whatsapp_pair_burst: u32,
+    pub whatsapp_pair_interval_ms: u64,
+    /// Messages per second per Twilio sender number (1 for a US long code).
+    pub twilio_per_number_per_second: u32,
+}
+
 impl RoutingConfig {
     fn ms(secs: u64) -> i64 {
         i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -220,6 +249,10 @@ pub struct InboxConfig {
     pub phone_number: Option<String>,
     pub twilio_auth_token: Option<SecretString>,
     pub identity_secret: Option<SecretString>,
+    /// WhatsApp: the Graph API token replies are sent with.
+    pub access_token: Option<SecretString>,
+    /// SMS: the Twilio account replies are sent from.
+    pub twilio_account_sid: Option<String>,
 }
 
 /// Which column of ARCHITECTURE.md's table this configuration selects.
@@ -378,6 +411,54 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        let outbound = &self.outbound;
+        for (field, url) in [
+            ("outbound.whatsapp_base_url", &outbound.whatsapp_base_url),
+            ("outbound.twilio_base_url", &outbound.twilio_base_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                return Err(invalid(
+                    field,
+                    "must be an http(s) URL without a trailing slash",
+                ));
+            }
+        }
+        if !(1..=300).contains(&outbound.request_timeout_secs) {
+            return Err(invalid("outbound.request_timeout_secs", "must be 1 to 300"));
+        }
+        if !(1..=50).contains(&outbound.max_attempts) {
+            return Err(invalid("outbound.max_attempts", "must be 1 to 50"));
+        }
+        if outbound.retry_base_ms == 0 || outbound.retry_max_secs == 0 {
+            return Err(invalid(
+                "outbound.retry_base_ms",
+                "retry_base_ms and retry_max_secs must be at least 1",
+            ));
+        }
+        if !(1..=256).contains(&outbound.concurrency) {
+            return Err(invalid("outbound.concurrency", "must be 1 to 256"));
+        }
+        for (field, n) in [
+            (
+                "outbound.whatsapp_per_number_per_second",
+                outbound.whatsapp_per_number_per_second,
+            ),
+            ("outbound.whatsapp_pair_burst", outbound.whatsapp_pair_burst),
+            (
+                "outbound.twilio_per_number_per_second",
+                outbound.twilio_per_number_per_second,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if outbound.whatsapp_pair_interval_ms == 0 {
+            return Err(invalid(
+                "outbound.whatsapp_pair_interval_ms",
+                "must be at least 1",
+            ));
         }
         if self.routing.presence_timeout_secs < 5 {
             return Err(invalid(

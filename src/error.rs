@@ -45,6 +45,14 @@ pub enum ApiError {
         message: String,
         details: Vec<Value>,
     },
+    /// A well-formed request the hub will not carry out, with its own code (for example
+    /// `whatsapp_window_closed`); details say what to do instead.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        details: Vec<Value>,
+    },
     /// The request clashes with the current state (a duplicate name, a role still in use);
     /// details name the field when there is one.
     #[error("{message}")]
@@ -138,6 +146,7 @@ impl ApiError {
             ApiError::Unprocessable { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
+            ApiError::Refused { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -209,6 +218,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest { details, .. }
             | ApiError::Unprocessable { details, .. }
+            | ApiError::Refused { details, .. }
             | ApiError::Conflict { details, .. } => (self.to_string(), details.clone()),
             _ => (self.to_string(), Vec::new()),
         };

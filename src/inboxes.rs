@@ -185,9 +185,10 @@ impl Registry {
             let secret =
                 |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
             let credentials = Credentials {
+                access_token: secret(&inbox.access_token),
                 twilio_auth_token: secret(&inbox.twilio_auth_token),
+                twilio_account_sid: inbox.twilio_account_sid.clone(),
                 identity_secret: secret(&inbox.identity_secret),
-                ..Credentials::default()
             };
             let now = ids::now_ms();
             store

@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod intake;
 pub mod limits;
 pub mod live;
+pub mod outbound;
 #[cfg(test)]
 mod redis_testing;
 pub mod store;

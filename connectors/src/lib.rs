@@ -4,14 +4,18 @@
 //! This crate is pure. It owns the byte-level knowledge of each provider (PROVIDERS.md) and
 //! nothing else: no database, queue, broker, network or async. The HTTP layer calls the
 //! signature check and the cheap dedup pass on the request path; workers call `parse` later.
-//! Every provider module has the same parts: signature check, dedup key(s), `parse`.
+//! Every provider module has the same parts: signature check, dedup key(s), `parse`; the
+//! providers the hub replies through also have a `send` half ([`outbound`]) that builds the
+//! send request and classifies the answer, leaving the HTTP call to the caller.
 
 pub mod model;
+pub mod outbound;
 pub mod twilio;
 pub mod webchat;
 pub mod whatsapp;
 
 pub use model::*;
+pub use outbound::*;
 
 /// Why a webhook's signature was rejected. Every variant should become a 401/403.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

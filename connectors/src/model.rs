@@ -164,6 +164,13 @@ pub enum MessageContent {
     Contacts {
         contacts: serde_json::Value,
     },
+    /// An approved provider template sent by an agent (WhatsApp message template; Twilio
+    /// Content SID): how a business writes first or after the 24-hour window.
+    Template {
+        name: String,
+        language: String,
+        parameters: Vec<String>,
+    },
     /// A message type the connector does not model (WhatsApp `order`, `system`,
     /// `unsupported`, or a type invented after this code was written). The raw object is on
     /// [`InboundMessage::raw`].
@@ -182,6 +189,7 @@ impl MessageContent {
             MessageContent::Interactive { .. } => "interactive",
             MessageContent::Reaction { .. } => "reaction",
             MessageContent::Contacts { .. } => "contacts",
+            MessageContent::Template { .. } => "template",
             MessageContent::Unsupported { .. } => "unsupported",
         }
     }

@@ -4,7 +4,7 @@
 //! Owns form decoding, the `X-Twilio-Signature` check exactly as the official SDKs compute it
 //! (including their port tolerance and the `bodySHA256` JSON variant), the dedup key and the
 //! normalization of one event per request. Twilio sends no event timestamp, so the caller
-//! passes the time it received the request. Sending is not here.
+//! passes the time it received the request. Sending is in [`send`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +18,9 @@ use subtle::ConstantTimeEq;
 
 use crate::model::*;
 use crate::{ParseError, SignatureError};
+
+pub mod send;
+pub use send::{API_BASE_URL, send_outcome, send_request};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
 

@@ -2,7 +2,7 @@
 //!
 //! Owns the `X-Hub-Signature-256` check, the cheap dedup pass the request path runs before
 //! acking, and the full normalization of the `entry[] → changes[] → messages[]/statuses[]`
-//! envelope into an [`InboundBatch`]. Sending is not here.
+//! envelope into an [`InboundBatch`]. Sending is in [`send`].
 //!
 //! Only a body that is not JSON, or not a `whatsapp_business_account` envelope, fails as a
 //! whole. Anything wrong inside a valid envelope becomes an [`InboundItem::Notice`] carrying
@@ -26,6 +26,9 @@ use sha2::Sha256;
 
 use crate::model::*;
 use crate::{ParseError, SignatureError, json_error};
+
+pub mod send;
+pub use send::{API_BASE_URL, send_outcome, send_request};
 
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 

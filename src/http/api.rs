@@ -441,28 +441,38 @@ pub(crate) async fn visible_conversation(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyBody {
-    /// 1 to 4096 characters after trimming.
+    /// 1 to 4096 characters after trimming (1600 on SMS).
     pub text: String,
+    /// An internal note: shown to agents (as `note.created`), never sent to the customer.
+    #[serde(default)]
+    pub private: bool,
 }
 
-/// An agent's reply. It is recorded as a `pending` outbound message; delivery to the provider
-/// is the outbound worker's.
+/// How long after the customer's last message WhatsApp accepts a free-form reply.
+const WHATSAPP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// An agent's reply. It is stored as a `pending` outbound message and a delivery job sends it
+/// (web chat: the visitor's socket and its resume log deliver it, so it is `sent` at once).
 #[utoipa::path(
     post,
     path = "/v1/conversations/{id}/messages",
     tag = "conversations",
     summary = "Reply to the customer",
-    description = "Records an agent's text reply as a `pending` outbound message; the outbound worker delivers it. Requires `reply_to_customer`.",
-    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    description = "Records an agent's text reply as a `pending` outbound message and queues its delivery (docs/OUTBOUND.md); `private: true` records an internal note that is never sent. An `Idempotency-Key` header makes retries safe: the same key in the account returns the first reply (200, `Idempotent-Replayed: true`) instead of sending again. Requires `reply_to_customer`.",
+    params(
+        ("id" = String, Path, description = "Conversation id (`conv_…`)."),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body returns the first reply."),
+    ),
     request_body = ReplyBody,
     responses(
         (status = 201, description = "The reply was recorded.", body = Message),
-        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 200, description = "A retry with a known `Idempotency-Key`: the first reply.", body = Message),
+        (status = 400, description = "The body is not valid JSON or could not be read, or the `Idempotency-Key` is malformed.", body = ErrorEnvelope),
         (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
         (status = 403, description = "The caller's role does not grant `reply_to_customer`.", body = ErrorEnvelope),
         (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
-        (status = 422, description = "`text` is missing, empty or longer than 4096 characters, or the body has unknown fields.", body = ErrorEnvelope),
+        (status = 422, description = "`text` is missing, empty or too long, or the body has unknown fields (`validation_failed`); the WhatsApp customer last wrote more than 24 hours ago (`whatsapp_window_closed`: send a template); the contact has no address on the channel (`no_recipient`); the `Idempotency-Key` was used for a different reply (`idempotency_key_reused`).", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -471,33 +481,134 @@ async fn reply(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
-) -> Result<(StatusCode, Json<Message>), ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    use switchboard_connectors::{Channel, OutboundContent, OutboundMessage};
+
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value.to_str().ok().filter(|k| {
+                (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+            });
+            Some(key.ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                )
+            })?)
+        }
+    };
     let conversation = visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
     let body: ReplyBody = parse_json(&body)?;
+    let channel = Channel::parse(&conversation.channel);
     let text = body.text.trim();
+    let limit = if channel == Some(Channel::Sms) {
+        1600
+    } else {
+        4096
+    };
     if text.is_empty() {
         return Err(ApiError::invalid_field("text", "must not be empty"));
     }
-    if text.chars().count() > 4096 {
+    if text.chars().count() > limit {
         return Err(ApiError::invalid_field(
             "text",
-            "must be at most 4096 characters",
+            format!("must be at most {limit} characters"),
         ));
     }
+    let goes_out = !body.private && matches!(channel, Some(Channel::Whatsapp | Channel::Sms));
+    if goes_out
+        && channel == Some(Channel::Whatsapp)
+        && conversation
+            .last_inbound_at_ms
+            .is_none_or(|at| at < ids::now_ms() - WHATSAPP_WINDOW_MS)
+    {
+        return Err(ApiError::Refused {
+            code: "whatsapp_window_closed",
+            message: "the customer last wrote more than 24 hours ago; WhatsApp accepts only a template now".to_owned(),
+            details: vec![json!({ "field": "text", "message": "send an approved template instead" })],
+        });
+    }
+    let message_id = ids::new(ids::MESSAGE);
+    let delivery = if goes_out {
+        let to = state
+            .store
+            .recipient(
+                &conversation.account_id,
+                &conversation.contact_id,
+                &conversation.channel,
+            )
+            .await?
+            .ok_or_else(|| ApiError::Refused {
+                code: "no_recipient",
+                message: "the contact has no address on this conversation's channel".to_owned(),
+                details: Vec::new(),
+            })?;
+        let request = OutboundMessage {
+            to,
+            content: OutboundContent::Text {
+                text: text.to_owned(),
+            },
+            reply_to: None,
+            reference: message_id.clone(),
+        };
+        Some(serde_json::to_string(&request).map_err(ApiError::internal)?)
+    } else {
+        None
+    };
     let content = switchboard_connectors::MessageContent::Text {
         text: text.to_owned(),
     };
-    let message = state
+    let stored = state
         .store
-        .insert_reply(&conversation, who.user_id.as_deref(), &content)
+        .insert_reply(crate::store::outbound::NewReply {
+            id: &message_id,
+            conversation: &conversation,
+            author_id: who.user_id.as_deref(),
+            content: &content,
+            idempotency_key: key,
+            private: body.private,
+            delivery,
+        })
         .await?;
+    if !stored.created {
+        if stored.conflicting {
+            return Err(ApiError::Refused {
+                code: "idempotency_key_reused",
+                message: "this Idempotency-Key was used for a different reply".to_owned(),
+                details: vec![
+                    json!({ "field": "Idempotency-Key", "message": "use a new key for a new reply" }),
+                ],
+            });
+        }
+        let mut response = (StatusCode::OK, Json(stored.message)).into_response();
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+        return Ok(response);
+    }
+    let message = stored.message;
     let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
-    state
-        .events
-        .publish(&who.account_id, "message.created", value)
-        .await;
-    Ok((StatusCode::CREATED, Json(message)))
+    let kind = if body.private {
+        "note.created"
+    } else {
+        "message.created"
+    };
+    state.events.publish(&who.account_id, kind, value).await;
+    if goes_out
+        && let Err(e) = state
+            .queue
+            .enqueue_deliveries(vec![switchboard_workers::DeliverOutbound::new(&message.id)])
+            .await
+    {
+        // Stored and due: the delivery sweep queues it again.
+        tracing::warn!(error = %e, message = %message.id, "Could not queue a delivery; the sweep will.");
+    }
+    Ok((StatusCode::CREATED, Json(message)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod dead_letters;
 pub mod health;
 pub mod inboxes;
 pub mod openapi;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(inboxes::routes())
         .merge(agents::routes())
         .merge(routing_rules::routes())
+        .merge(dead_letters::routes())
         .merge(routing::routes())
         .merge(ws::routes())
         .merge(health::routes())

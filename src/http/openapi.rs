@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    AppState, admin, agents, api, audit, auth, health, inboxes, reports, routing, routing_rules,
-    webchat, webhooks, ws,
+    AppState, admin, agents, api, audit, auth, dead_letters, health, inboxes, reports, routing,
+    routing_rules, webchat, webhooks, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -47,6 +47,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "contacts", description = "The customers behind conversations, and data-subject erasure."),
         (name = "inbound-events", description = "The raw inbound event log: every signed provider request as received."),
         (name = "reports", description = "SLA reports over the caller's scope."),
+        (name = "delivery", description = "Outbound delivery: replies given up on, and replaying them."),
         (name = "webhooks", description = "Provider webhooks (WhatsApp Cloud API, Twilio), authenticated by the provider's signature over the raw body."),
         (name = "webchat", description = "The web-chat widget's visitor API."),
         (name = "live", description = "Live consoles over WebSocket; the protocol is docs/LIVE.md."),
@@ -110,6 +111,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         inboxes::InboxesApi::openapi(),
         agents::AgentsApi::openapi(),
         routing_rules::RoutingRulesApi::openapi(),
+        dead_letters::DeadLettersApi::openapi(),
         routing::RoutingApi::openapi(),
         ws::WsApi::openapi(),
     ]

@@ -246,6 +246,8 @@ impl Store {
         status: &StatusUpdate,
     ) -> Result<Option<String>, StoreError> {
         let mut tx = self.begin().await?;
+        self.lock_provider_id(&mut tx, account_id, &status.provider_message_id)
+            .await?;
         let errors = serde_json::to_string(&status.errors)
             .map_err(|e| StoreError::Setup(format!("errors do not serialize: {e}")))?;
         let lifecycle = status.status.map(|s| s.as_str());
@@ -430,55 +432,6 @@ impl Store {
             erased_at_ms: row.get(6),
         }))
     }
-
-    /// Records an agent's reply as a pending outbound message (delivery is the outbound
-    /// worker's job) and returns it.
-    pub async fn insert_reply(
-        &self,
-        conversation: &Conversation,
-        author_id: Option<&str>,
-        content: &MessageContent,
-    ) -> Result<Message, StoreError> {
-        let now = ids::now_ms();
-        let id = ids::new(ids::MESSAGE);
-        let body = serde_json::to_string(content)
-            .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
-        let mut tx = self.begin_scoped(&conversation.account_id).await?;
-        sqlx::query(
-            "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
-             content, status, status_rank, sent_at, created_at, author_id) \
-             VALUES ($1, $2, $3, $4, 'outbound', $5, $6, 'pending', 0, $7, $7, $8)",
-        )
-        .bind(&id)
-        .bind(&conversation.account_id)
-        .bind(&conversation.id)
-        .bind(&conversation.inbox_id)
-        .bind(content.kind())
-        .bind(&body)
-        .bind(now)
-        .bind(author_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE conversations SET last_message_at = $1, updated_at = $1 WHERE account_id = $2 AND id = $3",
-        )
-        .bind(now)
-        .bind(&conversation.account_id)
-        .bind(&conversation.id)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE id = $1"
-        ))
-        .bind(&id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(message(&row))
-    }
-
     /// Sets (or clears) the assignee; returns the updated conversation.
     pub async fn assign_conversation(
         &self,
@@ -694,7 +647,7 @@ pub(crate) fn conversation(r: &AnyRow) -> Conversation {
     }
 }
 
-fn message(r: &AnyRow) -> Message {
+pub(crate) fn message(r: &AnyRow) -> Message {
     let content: String = r.get(5);
     let forwarded: i64 = r.get(8);
     Message {

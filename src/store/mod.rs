@@ -21,6 +21,7 @@ pub mod inbound;
 pub mod inboxes;
 pub mod live;
 pub mod org;
+pub mod outbound;
 pub mod privacy;
 pub mod reports;
 pub mod roles;

@@ -96,7 +96,8 @@ pub async fn world(site: &Site, hub: &TestHub) -> World {
     let admin = site.user("super_admin", None, &[]).await;
 
     for (id, wa) in [("wamid.in", "15555550001"), ("wamid.out", "15555550002")] {
-        let r = hub.post_whatsapp(&wa_text(id, wa, "hello")).await;
+        // Written now, so that replies are inside WhatsApp's 24-hour window.
+        let r = hub.post_whatsapp(&wa_text_now(id, wa, "hello")).await;
         assert_eq!(r.status(), 200);
     }
     let conversations = eventually("two conversations", || async {

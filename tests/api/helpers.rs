@@ -98,6 +98,11 @@ sqlite_path = "{dir}/queue.db"
 level = "warn"
 [auth]
 secret_key = "{TEST_SECRET_KEY}"
+[outbound]
+# Nothing listens on the discard port: a reply in a test that brings no fake provider fails
+# fast and is retried, never sent to the real provider.
+whatsapp_base_url = "http://127.0.0.1:9"
+twilio_base_url = "http://127.0.0.1:9"
 [rate_limits]
 api_per_second = 100000
 webhooks_per_second = 100000
@@ -399,6 +404,15 @@ pub fn wa_envelope(
 }
 
 /// One text message from `wa_id` with provider id `id`.
+/// [`wa_text`] sent now: its conversation's 24-hour reply window is open.
+pub fn wa_text_now(id: &str, wa_id: &str, text: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    wa_text(id, wa_id, text).replace("\"1760000000\"", &format!("\"{now}\""))
+}
+
 pub fn wa_text(id: &str, wa_id: &str, text: &str) -> String {
     wa_envelope(
         PHONE_NUMBER_ID,

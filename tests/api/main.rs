@@ -20,6 +20,7 @@ mod limits;
 mod live;
 mod live_edges;
 mod openapi;
+mod outbound;
 mod privacy;
 mod routing_rules;
 mod twilio;

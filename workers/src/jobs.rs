@@ -25,3 +25,23 @@ impl NormalizeInbound {
         }
     }
 }
+
+/// Make one delivery attempt for an outbound message (an agent's reply). The delivery record in
+/// the store says what to send and whether an attempt is due, so a duplicate or stale job is
+/// harmless: it finds nothing to claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverOutbound {
+    /// Payload version; 1 is the only one so far.
+    #[serde(default = "version_one")]
+    pub v: u32,
+    pub message_id: String,
+}
+
+impl DeliverOutbound {
+    pub fn new(message_id: impl Into<String>) -> Self {
+        Self {
+            v: 1,
+            message_id: message_id.into(),
+        }
+    }
+}

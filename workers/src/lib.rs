@@ -12,6 +12,6 @@ pub mod normalize;
 pub mod ports;
 pub mod queue;
 
-pub use jobs::NormalizeInbound;
-pub use ports::{InboundPort, PortError, RawEvent, SourceKind};
+pub use jobs::{DeliverOutbound, NormalizeInbound};
+pub use ports::{InboundPort, OutboundPort, PortError, RawEvent, SourceKind};
 pub use queue::{Queue, QueueError};

@@ -78,3 +78,14 @@ pub trait InboundPort: Send + Sync + 'static {
     /// Marks a signed event that could not be parsed as quarantined, keeping its body.
     async fn quarantine(&self, event_id: &str, reason: &str) -> Result<(), PortError>;
 }
+
+/// What outbound delivery needs from the hub.
+#[async_trait]
+pub trait OutboundPort: Send + Sync + 'static {
+    /// Claims the message's delivery if an attempt is due, makes the attempt and records the
+    /// outcome (sent, a retry with its due time, or dead). A message with nothing due (already
+    /// sent, claimed by another worker, not yet due) is left alone and is not an error.
+    /// `Transient` means the hub itself failed (a database blip); the delivery stays claimable
+    /// and the hub's sweep queues it again.
+    async fn deliver(&self, message_id: &str) -> Result<(), PortError>;
+}

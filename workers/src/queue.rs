@@ -20,9 +20,9 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::jobs::NormalizeInbound;
+use crate::jobs::{DeliverOutbound, NormalizeInbound};
 use crate::normalize;
-use crate::ports::{InboundPort, PortError};
+use crate::ports::{InboundPort, OutboundPort, PortError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -46,10 +46,12 @@ pub enum Queue {
     Sqlite {
         pool: SqlitePool,
         normalize: SqliteStorage<NormalizeInbound>,
+        deliver: SqliteStorage<DeliverOutbound>,
     },
     Redis {
         conn: ConnectionManager,
         normalize: RedisStorage<NormalizeInbound>,
+        deliver: RedisStorage<DeliverOutbound>,
     },
 }
 
@@ -75,20 +77,34 @@ impl Queue {
         SqliteStorage::<()>::setup(&pool)
             .await
             .map_err(|e| QueueError::Sqlite(e.to_string()))?;
-        let config = apalis_sqlite::Config::default()
-            .queue("normalize-inbound")
-            .heartbeat_interval(HEARTBEAT);
-        let normalize = SqliteStorage::new(&pool).with_config(config);
-        Ok(Queue::Sqlite { pool, normalize })
+        let config = |queue: &str| {
+            apalis_sqlite::Config::default()
+                .queue(queue)
+                .heartbeat_interval(HEARTBEAT)
+        };
+        let normalize = SqliteStorage::new(&pool).with_config(config("normalize-inbound"));
+        let deliver = SqliteStorage::new(&pool).with_config(config("deliver-outbound"));
+        Ok(Queue::Sqlite {
+            pool,
+            normalize,
+            deliver,
+        })
     }
 
     /// Uses Redis; every queue key lives under `prefix` (which ends with `:`).
     pub fn redis(conn: ConnectionManager, prefix: &str) -> Self {
-        let config = apalis_redis::Config::default()
-            .queue(format!("{prefix}queue:normalize-inbound"))
-            .heartbeat_interval(HEARTBEAT);
-        let normalize = RedisStorage::new(conn.clone()).with_config(config);
-        Queue::Redis { conn, normalize }
+        let config = |queue: &str| {
+            apalis_redis::Config::default()
+                .queue(format!("{prefix}queue:{queue}"))
+                .heartbeat_interval(HEARTBEAT)
+        };
+        let normalize = RedisStorage::new(conn.clone()).with_config(config("normalize-inbound"));
+        let deliver = RedisStorage::new(conn.clone()).with_config(config("deliver-outbound"));
+        Queue::Redis {
+            conn,
+            normalize,
+            deliver,
+        }
     }
 
     /// Pushes many jobs in one write (one transaction on SQLite, one round trip on Redis).
@@ -110,6 +126,25 @@ impl Queue {
         }
     }
 
+    /// Pushes delivery jobs in one write.
+    pub async fn enqueue_deliveries(&self, jobs: Vec<DeliverOutbound>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Queue::Sqlite { deliver, .. } => deliver
+                .clone()
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| QueueError::Sqlite(e.to_string())),
+            Queue::Redis { deliver, .. } => deliver
+                .clone()
+                .push_bulk(jobs)
+                .await
+                .map_err(|e| QueueError::Redis(e.to_string())),
+        }
+    }
+
     /// Readiness: the queue's backing store answers.
     pub async fn ping(&self) -> Result<(), QueueError> {
         match self {
@@ -121,12 +156,14 @@ impl Queue {
         }
     }
 
-    /// Runs `concurrency` normalize handlers until `shutdown` is cancelled, then lets in-flight
-    /// jobs finish.
+    /// Runs `concurrency` normalize handlers and `delivery_concurrency` delivery handlers until
+    /// `shutdown` is cancelled, then lets in-flight jobs finish.
     pub async fn run_workers(
         &self,
         port: Arc<dyn InboundPort>,
+        outbound: Arc<dyn OutboundPort>,
         concurrency: usize,
+        delivery_concurrency: usize,
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
         // apalis ends a worker whose backend fails (a Redis blip, a locked database). The node
@@ -136,7 +173,11 @@ impl Queue {
         let mut backoff = Duration::from_millis(100);
         loop {
             let outcome = self
-                .run_monitor(port.clone(), concurrency, shutdown.clone())
+                .run_monitor(
+                    (port.clone(), concurrency),
+                    (outbound.clone(), delivery_concurrency),
+                    shutdown.clone(),
+                )
                 .await;
             if shutdown.is_cancelled() {
                 info!("Workers stopped.");
@@ -180,12 +221,13 @@ impl Queue {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-                Queue::Redis { normalize, .. } => normalize
-                    .clone()
-                    .vacuum()
-                    .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
+                Queue::Redis {
+                    normalize, deliver, ..
+                } => match normalize.clone().vacuum().await {
+                    Ok(_) => deliver.clone().vacuum().await.map(drop),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| e.to_string()),
             };
             if let Err(e) = pruned {
                 warn!(error = %e, "Could not prune finished jobs.");
@@ -195,8 +237,8 @@ impl Queue {
 
     async fn run_monitor(
         &self,
-        port: Arc<dyn InboundPort>,
-        concurrency: usize,
+        (port, concurrency): (Arc<dyn InboundPort>, usize),
+        (outbound, delivery_concurrency): (Arc<dyn OutboundPort>, usize),
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
         let signal = async move {
@@ -205,10 +247,16 @@ impl Queue {
         };
         // A worker's name is registered in the backend while it lives; a process killed with
         // SIGKILL leaves its name behind, so every start takes a fresh one.
-        let name = format!("normalize-inbound-{}-{}", std::process::id(), nanos());
+        let stamp = format!("{}-{}", std::process::id(), nanos());
+        let (name, delivery_name) = (
+            format!("normalize-inbound-{stamp}"),
+            format!("deliver-outbound-{stamp}"),
+        );
         let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
         let result = match self.clone() {
-            Queue::Sqlite { normalize, .. } => {
+            Queue::Sqlite {
+                normalize, deliver, ..
+            } => {
                 monitor
                     .register(move |_| {
                         WorkerBuilder::new(name.clone())
@@ -217,10 +265,19 @@ impl Queue {
                             .concurrency(concurrency)
                             .build(run_normalize)
                     })
+                    .register(move |_| {
+                        WorkerBuilder::new(delivery_name.clone())
+                            .backend(deliver.clone().poll_with_interval(POLL))
+                            .data(outbound.clone())
+                            .concurrency(delivery_concurrency)
+                            .build(run_deliver)
+                    })
                     .run_with_signal(signal)
                     .await
             }
-            Queue::Redis { normalize, .. } => {
+            Queue::Redis {
+                normalize, deliver, ..
+            } => {
                 monitor
                     .register(move |_| {
                         WorkerBuilder::new(name.clone())
@@ -228,6 +285,13 @@ impl Queue {
                             .data(port.clone())
                             .concurrency(concurrency)
                             .build(run_normalize)
+                    })
+                    .register(move |_| {
+                        WorkerBuilder::new(delivery_name.clone())
+                            .backend(deliver.clone())
+                            .data(outbound.clone())
+                            .concurrency(delivery_concurrency)
+                            .build(run_deliver)
                     })
                     .run_with_signal(signal)
                     .await
@@ -253,6 +317,18 @@ async fn run_normalize(
     }
 }
 
+async fn run_deliver(
+    job: DeliverOutbound,
+    port: Data<Arc<dyn OutboundPort>>,
+) -> Result<(), BoxDynError> {
+    // The delivery record carries its own retry schedule; a failure here is the hub's (the
+    // store), and the hub's sweep queues the delivery again, so the job itself is not retried.
+    if let Err(e) = port.deliver(&job.message_id).await {
+        warn!(message = %job.message_id, error = %e, "A delivery attempt could not run; the sweep will queue it again.");
+    }
+    Ok(())
+}
+
 async fn sqlx_ping(pool: &SqlitePool) -> Result<(), QueueError> {
     sqlx::query("SELECT 1")
         .execute(pool)
@@ -270,7 +346,7 @@ async fn redis_ping(conn: &mut ConnectionManager) -> Result<(), QueueError> {
 }
 
 /// The queue's behavioural suite, run against SQLite and Redis: every pushed job is handled,
-/// bulk pushes included, and the workers stop cleanly on shutdown.
+/// bulk pushes and delivery jobs included, and the workers stop cleanly on shutdown.
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -301,12 +377,20 @@ mod tests {
         }
     }
 
+    #[async_trait]
+    impl OutboundPort for Seen {
+        async fn deliver(&self, message_id: &str) -> Result<(), PortError> {
+            self.0.lock().unwrap().push(message_id.to_owned());
+            Ok(())
+        }
+    }
+
     async fn every_job_is_handled_and_shutdown_is_clean(queue: Queue) {
         let seen = Arc::new(Seen::default());
         let shutdown = CancellationToken::new();
         let workers = tokio::spawn({
             let (queue, port, shutdown) = (queue.clone(), seen.clone(), shutdown.clone());
-            async move { queue.run_workers(port, 4, shutdown).await }
+            async move { queue.run_workers(port.clone(), port, 4, 2, shutdown).await }
         });
         for i in 0..20 {
             let single = vec![NormalizeInbound::new(format!("evt_single_{i}"))];
@@ -317,17 +401,21 @@ mod tests {
             .collect();
         queue.enqueue_many(bulk).await.unwrap();
         queue.enqueue_many(Vec::new()).await.unwrap();
+        let deliveries = (0..10)
+            .map(|i| DeliverOutbound::new(format!("msg_{i}")))
+            .collect();
+        queue.enqueue_deliveries(deliveries).await.unwrap();
         queue.ping().await.unwrap();
 
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let handled: HashSet<String> = seen.0.lock().unwrap().iter().cloned().collect();
-            if handled.len() == 50 {
+            if handled.len() == 60 {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "only {} of 50 jobs handled",
+                "only {} of 60 jobs handled",
                 handled.len()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
