@@ -131,11 +131,11 @@ impl InboundPort for Ingest {
                         .store_status(account_id, channel, &event.id, status)
                         .await
                         .map_err(transient)?;
-                    if let (Some(message_id), Some(new)) = (moved, status.status) {
+                    if let Some(moved) = moved {
                         self.publish(
                             account_id,
                             "message.status",
-                            json!({ "message_id": message_id, "status": new.as_str() }),
+                            crate::outbound::status_event(&moved),
                         )
                         .await;
                     }

@@ -237,14 +237,14 @@ impl Store {
     }
 
     /// Records a provider status report and applies it to the outbound message it names, only
-    /// ever forward. Returns the message id when a message's status moved.
+    /// ever forward. Returns the move when a message's status moved.
     pub async fn store_status(
         &self,
         account_id: &str,
         channel: &str,
         event_id: &str,
         status: &StatusUpdate,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<super::outbound::Transition>, StoreError> {
         let mut tx = self.begin().await?;
         self.lock_provider_id(&mut tx, account_id, &status.provider_message_id)
             .await?;
@@ -276,7 +276,7 @@ impl Store {
             moved = sqlx::query(
                 "UPDATE messages SET status = $1, status_rank = $2, error = COALESCE($3, error) \
                  WHERE account_id = $4 AND direction = 'outbound' AND provider_message_id = $5 \
-                 AND status_rank < $2 RETURNING id",
+                 AND status_rank < $2 RETURNING id, conversation_id",
             )
             .bind(new.as_str())
             .bind(new.rank())
@@ -285,7 +285,12 @@ impl Store {
             .bind(&status.provider_message_id)
             .fetch_optional(&mut *tx)
             .await?
-            .map(|r| r.get::<String, _>(0));
+            .map(|r| super::outbound::Transition {
+                message_id: r.get(0),
+                conversation_id: r.get(1),
+                status: new,
+                error: error.map(str::to_owned),
+            });
         }
         tx.commit().await?;
         Ok(moved)

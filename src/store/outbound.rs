@@ -55,6 +55,17 @@ pub struct Transition {
     pub error: Option<String>,
 }
 
+impl Transition {
+    fn of(claimed: &Claimed, status: DeliveryStatus, error: Option<String>) -> Self {
+        Transition {
+            message_id: claimed.message_id.clone(),
+            conversation_id: claimed.conversation_id.clone(),
+            status,
+            error,
+        }
+    }
+}
+
 /// One entry of the dead-letter list.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
@@ -300,7 +311,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if moved.is_some() {
-            moves.push(self.transition(claimed, sent, None));
+            moves.push(Transition::of(claimed, sent, None));
         }
         // Reports that came first: each forward one in rank order.
         let early = sqlx::query(
@@ -334,25 +345,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if moved.is_some() {
-                moves.push(self.transition(claimed, status, errors));
+                moves.push(Transition::of(claimed, status, errors));
             }
         }
         tx.commit().await?;
         Ok(moves)
-    }
-
-    fn transition(
-        &self,
-        claimed: &Claimed,
-        status: DeliveryStatus,
-        error: Option<String>,
-    ) -> Transition {
-        Transition {
-            message_id: claimed.message_id.clone(),
-            conversation_id: claimed.conversation_id.clone(),
-            status,
-            error,
-        }
     }
 
     /// Records a failed attempt: due again at `retry_at_ms`, or (`None`) given up on — the
@@ -399,7 +396,7 @@ impl Store {
             .bind(&claimed.message_id)
             .fetch_optional(&mut *tx)
             .await?
-            .map(|_| self.transition(claimed, failed, Some(error)));
+            .map(|_| Transition::of(claimed, failed, Some(error)));
         }
         tx.commit().await?;
         Ok(moved)
@@ -417,6 +414,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin().await?;
+        // The condition is checked again outside the subquery: on PostgreSQL a sweep that
+        // waited for another's row lock re-reads the row, and only the outer condition then
+        // sees that the other sweep already took it.
         let rows = sqlx::query(
             "UPDATE outbound_deliveries SET state = 'queued', updated_at = $1 WHERE message_id IN \
              (SELECT message_id FROM outbound_deliveries WHERE \
