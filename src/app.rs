@@ -227,6 +227,7 @@ pub async fn run(
             limits: Arc::new(Limits::new(&config.rate_limits, backends.redis.clone())),
             events: events.clone(),
             live: live.clone(),
+            media: crate::http::compose::media_client()?,
         };
         let (store, node, token) = (backends.store.clone(), live.clone(), shutdown.clone());
         let period = Duration::from_secs(config.live.ping_secs);

@@ -187,6 +187,11 @@ pub struct OutboundConfig {
     pub whatsapp_pair_interval_ms: u64,
     /// Messages per second per Twilio sender number (1 for a US long code).
     pub twilio_per_number_per_second: u32,
+    /// How long the reply endpoint waits for a media URL to answer before refusing it.
+    pub media_check_timeout_ms: u64,
+    /// Accept media URLs on loopback and private addresses (tests, or a provider inside the
+    /// same network). Off: such URLs are refused, since a provider could never fetch them.
+    pub allow_private_media_urls: bool,
 }
 
 impl RoutingConfig {
@@ -453,6 +458,12 @@ impl Config {
             if n == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if !(100..=30_000).contains(&outbound.media_check_timeout_ms) {
+            return Err(invalid(
+                "outbound.media_check_timeout_ms",
+                "must be 100 to 30000",
+            ));
         }
         if outbound.whatsapp_pair_interval_ms == 0 {
             return Err(invalid(

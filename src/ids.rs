@@ -24,6 +24,8 @@ pub const ROUTING_RULE: &str = "rr";
 pub const OFFER: &str = "ofr";
 pub const ASSIGNMENT: &str = "asg";
 pub const TRACE: &str = "rtr";
+pub const CANNED_RESPONSE: &str = "cnd";
+pub const TEMPLATE: &str = "tpl";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 
+use super::compose::{ReplyBody, compose};
 use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
@@ -438,16 +439,6 @@ pub(crate) async fn visible_conversation(
         .ok_or_else(|| ApiError::not_found("conversation"))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReplyBody {
-    /// 1 to 4096 characters after trimming (1600 on SMS).
-    pub text: String,
-    /// An internal note: shown to agents (as `note.created`), never sent to the customer.
-    #[serde(default)]
-    pub private: bool,
-}
-
 /// How long after the customer's last message WhatsApp accepts a free-form reply.
 const WHATSAPP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
@@ -458,7 +449,7 @@ const WHATSAPP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
     path = "/v1/conversations/{id}/messages",
     tag = "conversations",
     summary = "Reply to the customer",
-    description = "Records an agent's text reply as a `pending` outbound message and queues its delivery (docs/OUTBOUND.md); `private: true` records an internal note that is never sent. An `Idempotency-Key` header makes retries safe: the same key in the account returns the first reply (200, `Idempotent-Replayed: true`) instead of sending again. Requires `reply_to_customer`.",
+    description = "Records an agent's reply (text, media by URL, a registered template, or a canned response with its variables filled) as a `pending` outbound message and queues its delivery (docs/OUTBOUND.md); `private: true` records an internal note that is never sent. An `Idempotency-Key` header makes retries safe: the same key in the account returns the first reply (200, `Idempotent-Replayed: true`) instead of sending again. Requires `reply_to_customer`.",
     params(
         ("id" = String, Path, description = "Conversation id (`conv_…`)."),
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a retry with the same key and body returns the first reply."),
@@ -472,7 +463,7 @@ const WHATSAPP_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
         (status = 403, description = "The caller's role does not grant `reply_to_customer`.", body = ErrorEnvelope),
         (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
-        (status = 422, description = "`text` is missing, empty or too long, or the body has unknown fields (`validation_failed`); the WhatsApp customer last wrote more than 24 hours ago (`whatsapp_window_closed`: send a template); the contact has no address on the channel (`no_recipient`); the `Idempotency-Key` was used for a different reply (`idempotency_key_reused`).", body = ErrorEnvelope),
+        (status = 422, description = "The body does not give exactly one of `text`, `media`, `template` or `canned_response`; text or a caption is empty or too long for the channel; a media URL does not answer 2xx, is private, serves another type or is too large; the inbox has no such template or the parameter count differs; a canned response's variable is missing or unused; `in_reply_to` is not in the conversation; or the body has unknown fields (`validation_failed`, details name the field); the WhatsApp customer last wrote more than 24 hours ago (`whatsapp_window_closed`: send a template); the contact has no address on the channel (`no_recipient`); the `Idempotency-Key` was used for a different reply (`idempotency_key_reused`).", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -485,7 +476,7 @@ async fn reply(
     RawBody(body): RawBody,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    use switchboard_connectors::{Channel, OutboundContent, OutboundMessage};
+    use switchboard_connectors::{Channel, OutboundMessage};
 
     let key = match headers.get("idempotency-key") {
         None => None,
@@ -503,24 +494,12 @@ async fn reply(
     };
     let conversation = visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
     let body: ReplyBody = parse_json(&body)?;
+    let private = body.private;
+    let composed = compose(&state, &who, &conversation, body).await?;
     let channel = Channel::parse(&conversation.channel);
-    let text = body.text.trim();
-    let limit = if channel == Some(Channel::Sms) {
-        1600
-    } else {
-        4096
-    };
-    if text.is_empty() {
-        return Err(ApiError::invalid_field("text", "must not be empty"));
-    }
-    if text.chars().count() > limit {
-        return Err(ApiError::invalid_field(
-            "text",
-            format!("must be at most {limit} characters"),
-        ));
-    }
-    let goes_out = !body.private && matches!(channel, Some(Channel::Whatsapp | Channel::Sms));
+    let goes_out = !private && matches!(channel, Some(Channel::Whatsapp | Channel::Sms));
     if goes_out
+        && composed.free_form
         && channel == Some(Channel::Whatsapp)
         && conversation
             .last_inbound_at_ms
@@ -529,7 +508,7 @@ async fn reply(
         return Err(ApiError::Refused {
             code: "whatsapp_window_closed",
             message: "the customer last wrote more than 24 hours ago; WhatsApp accepts only a template now".to_owned(),
-            details: vec![json!({ "field": "text", "message": "send an approved template instead" })],
+            details: vec![json!({ "field": "template", "message": "send an approved template instead" })],
         });
     }
     let message_id = ids::new(ids::MESSAGE);
@@ -549,18 +528,13 @@ async fn reply(
             })?;
         let request = OutboundMessage {
             to,
-            content: OutboundContent::Text {
-                text: text.to_owned(),
-            },
-            reply_to: None,
+            content: composed.outbound,
+            reply_to: composed.reply_to.clone(),
             reference: message_id.clone(),
         };
         Some(serde_json::to_string(&request).map_err(ApiError::internal)?)
     } else {
         None
-    };
-    let content = switchboard_connectors::MessageContent::Text {
-        text: text.to_owned(),
     };
     let stored = state
         .store
@@ -568,9 +542,10 @@ async fn reply(
             id: &message_id,
             conversation: &conversation,
             author_id: who.user_id.as_deref(),
-            content: &content,
+            content: &composed.content,
+            reply_to: composed.reply_to.as_deref(),
             idempotency_key: key,
-            private: body.private,
+            private,
             delivery,
         })
         .await?;
@@ -593,7 +568,7 @@ async fn reply(
     }
     let message = stored.message;
     let value = serde_json::to_value(&message).map_err(ApiError::internal)?;
-    let kind = if body.private {
+    let kind = if private {
         "note.created"
     } else {
         "message.created"

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod compose;
 pub mod dead_letters;
 pub mod health;
 pub mod inboxes;
@@ -14,6 +15,7 @@ pub mod openapi;
 pub mod reports;
 pub mod routing;
 pub mod routing_rules;
+pub mod saved_replies;
 pub mod webchat;
 pub mod webhooks;
 pub mod ws;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub limits: Arc<crate::limits::Limits>,
     pub events: crate::live::Events,
     pub live: Arc<crate::live::Node>,
+    /// Asks media URLs whether they answer, before a media reply is accepted.
+    pub media: reqwest::Client,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -77,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(routing_rules::routes())
         .merge(dead_letters::routes())
+        .merge(saved_replies::routes())
         .merge(routing::routes())
         .merge(ws::routes())
         .merge(health::routes())
@@ -142,10 +147,23 @@ impl FromRequest<AppState> for RawBody {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        let mut path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_data() {
-            ApiError::invalid_field(&path, inner.to_string())
+            // serde names a missing field only in its message; the envelope names it as the
+            // field (`media.kind`), not as the object that lacks it (`media`, or `.`).
+            let message = inner.to_string();
+            if let Some(name) = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                path = if path == "." {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                };
+            }
+            ApiError::invalid_field(&path, message)
         } else {
             ApiError::bad_request(
                 "malformed_json",

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     AppState, admin, agents, api, audit, auth, dead_letters, health, inboxes, reports, routing,
-    routing_rules, webchat, webhooks, ws,
+    routing_rules, saved_replies, webchat, webhooks, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -47,7 +47,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "contacts", description = "The customers behind conversations, and data-subject erasure."),
         (name = "inbound-events", description = "The raw inbound event log: every signed provider request as received."),
         (name = "reports", description = "SLA reports over the caller's scope."),
-        (name = "delivery", description = "Outbound delivery: replies given up on, and replaying them."),
+        (name = "delivery", description = "Outbound delivery: canned responses and message templates to reply with, replies given up on, and replaying them."),
         (name = "webhooks", description = "Provider webhooks (WhatsApp Cloud API, Twilio), authenticated by the provider's signature over the raw body."),
         (name = "webchat", description = "The web-chat widget's visitor API."),
         (name = "live", description = "Live consoles over WebSocket; the protocol is docs/LIVE.md."),
@@ -112,6 +112,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         agents::AgentsApi::openapi(),
         routing_rules::RoutingRulesApi::openapi(),
         dead_letters::DeadLettersApi::openapi(),
+        saved_replies::SavedRepliesApi::openapi(),
         routing::RoutingApi::openapi(),
         ws::WsApi::openapi(),
     ]

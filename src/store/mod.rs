@@ -27,6 +27,7 @@ pub mod reports;
 pub mod roles;
 pub mod routing;
 pub mod routing_rules;
+pub mod saved_replies;
 pub mod sessions;
 pub mod signin;
 pub mod user_admin;

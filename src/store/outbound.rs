@@ -17,6 +17,8 @@ pub struct NewReply<'a> {
     pub conversation: &'a Conversation,
     pub author_id: Option<&'a str>,
     pub content: &'a MessageContent,
+    /// The provider id of the customer's message this answers.
+    pub reply_to: Option<&'a str>,
     pub idempotency_key: Option<&'a str>,
     /// An internal note: stored and shown to agents, never sent.
     pub private: bool,
@@ -124,8 +126,8 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
-             content, status, status_rank, sent_at, created_at, author_id, idempotency_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+             content, status, status_rank, sent_at, created_at, author_id, idempotency_key, \
+             reply_to) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
         )
         .bind(id)
         .bind(&conversation.account_id)
@@ -139,6 +141,7 @@ impl Store {
         .bind(now)
         .bind(reply.author_id)
         .bind(reply.idempotency_key)
+        .bind(reply.reply_to)
         .execute(&mut *tx)
         .await?;
         if let (false, Some(request)) = (reply.private, &reply.delivery) {

@@ -22,6 +22,7 @@ mod live_edges;
 mod openapi;
 mod outbound;
 mod privacy;
+mod replies;
 mod routing_rules;
 mod twilio;
 mod webchat;
