@@ -683,3 +683,67 @@ mod media_urls_a_provider_cannot_reach_are_refused {
             .await
     }
 }
+
+async fn a_web_chat_visitor_gets_a_media_reply_live(backend: Backend) {
+    let media = fake_media().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(&site, "[outbound]\nallow_private_media_urls = true\n").await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let session: Value = hub
+        .client
+        .post(hub.url("/v1/webchat/website/sessions"))
+        .json(&json!({ "name": "Ada" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["visitor_token"].as_str().unwrap();
+    let mut socket = crate::console::Console::open_request(crate::console::request(
+        &hub,
+        &format!("/v1/webchat/website/ws?token={token}"),
+        None,
+    ))
+    .await;
+    let said = hub
+        .client
+        .post(hub.url("/v1/webchat/website/messages"))
+        .bearer_auth(token)
+        .json(&json!({ "client_message_id": "m1", "text": "Can I see it?" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(said.status().is_success());
+    let own = socket.next_of("message.created").await;
+    let conversation = own["data"]["conversation_id"].as_str().unwrap().to_owned();
+
+    let url = format!("http://{media}/media/photo.jpg");
+    let (status, sent) = reply(
+        &hub,
+        &admin,
+        &conversation,
+        json!({ "media": { "kind": "image", "url": url, "caption": "Here it is" } }),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["status"], "sent");
+    let pushed = socket.next_of("message.created").await;
+    assert_eq!(pushed["data"]["content"]["attachments"][0]["url"], url);
+    assert_eq!(pushed["data"]["content"]["caption"], "Here it is");
+    // Web chat has no templates.
+    refused(
+        reply(
+            &hub,
+            &admin,
+            &conversation,
+            json!({ "template": { "name": "hello", "language": "en" } }),
+        )
+        .await,
+        "template",
+    );
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+on_both_backends!(a_web_chat_visitor_gets_a_media_reply_live);
