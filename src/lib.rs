@@ -5,6 +5,7 @@
 //! live in `switchboard-connectors`; background jobs in `switchboard-workers`.
 
 pub mod access;
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod broker;

@@ -6,8 +6,10 @@
 //! signature check and the cheap dedup pass on the request path; workers call `parse` later.
 //! Every provider module has the same parts: signature check, dedup key(s), `parse`; the
 //! providers the hub replies through also have a `send` half ([`outbound`]) that builds the
-//! send request and classifies the answer, leaving the HTTP call to the caller.
+//! send request and classifies the answer, leaving the HTTP call to the caller. The alert
+//! destinations (Slack, PagerDuty) follow the same split in [`alerts`].
 
+pub mod alerts;
 pub mod model;
 pub mod outbound;
 pub mod twilio;

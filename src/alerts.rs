@@ -1,0 +1,440 @@
+//! Alerting (issue 7), the parts every later piece stands on: what a rule says
+//! ([`RuleSpec`], checked field by field so config and REST refuse the same things with the
+//! same words), and how one alert lives ([`Phase`]: idle → pending → firing → resolved, with a
+//! hold-down so a flapping signal pages once).
+//!
+//! The destinations' protocols are in `switchboard_connectors::alerts`; evaluation of live
+//! signals and the delivery of notices are built on top of these.
+
+use serde::{Deserialize, Serialize};
+use switchboard_connectors::alerts::{Severity, Transition};
+
+/// What a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Conversations waiting for an agent, per account (threshold: a count).
+    QueueBacklog,
+    /// Refused webhooks (bad signature, malformed) over all webhooks in the window, as a
+    /// percentage (threshold: 0 to 100).
+    WebhookErrorRatio,
+    /// Outbound sends given up on over all attempts in the window, per provider (percentage).
+    OutboundFailureRatio,
+    /// A provider refused an inbox's credentials (an expired WhatsApp token, a bad Twilio
+    /// auth token): fires while the last attempt was refused (threshold unused: 0).
+    CredentialsRejected,
+    /// SLA breaches in the window, per team (threshold: a count).
+    SlaBreaches,
+    /// Minutes without inbound traffic on an inbox (threshold unused: the window says how long).
+    InboundSilence,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 6] = [
+        Signal::QueueBacklog,
+        Signal::WebhookErrorRatio,
+        Signal::OutboundFailureRatio,
+        Signal::CredentialsRejected,
+        Signal::SlaBreaches,
+        Signal::InboundSilence,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::QueueBacklog => "queue_backlog",
+            Signal::WebhookErrorRatio => "webhook_error_ratio",
+            Signal::OutboundFailureRatio => "outbound_failure_ratio",
+            Signal::CredentialsRejected => "credentials_rejected",
+            Signal::SlaBreaches => "sla_breaches",
+            Signal::InboundSilence => "inbound_silence",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Signal::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A ratio's threshold is a percentage.
+    fn is_ratio(self) -> bool {
+        matches!(
+            self,
+            Signal::WebhookErrorRatio | Signal::OutboundFailureRatio
+        )
+    }
+
+    /// Whether the signal is measured over a window (`window_secs` required).
+    fn windowed(self) -> bool {
+        matches!(
+            self,
+            Signal::WebhookErrorRatio
+                | Signal::OutboundFailureRatio
+                | Signal::SlaBreaches
+                | Signal::InboundSilence
+        )
+    }
+}
+
+/// An alert rule as declared in config or over REST.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// 1 to 64 lowercase letters, digits, `-` and `_`; unique.
+    pub name: String,
+    pub signal: String,
+    /// Fires when the signal is above this.
+    pub threshold: f64,
+    /// For windowed signals: the window the signal is measured over, 10 s to 1 day.
+    #[serde(default)]
+    pub window_secs: Option<u64>,
+    /// How long the condition must hold before the alert fires (0 to 1 day).
+    #[serde(default)]
+    pub for_secs: u64,
+    /// How long the condition must stay clear before the alert resolves (0 to 1 day): a signal
+    /// that flaps within it keeps one alert firing instead of paging again.
+    #[serde(default = "default_hold_down")]
+    pub hold_down_secs: u64,
+    #[serde(default = "default_severity")]
+    pub severity: String,
+    /// Names of destinations; at least one.
+    pub destinations: Vec<String>,
+}
+
+fn default_hold_down() -> u64 {
+    300
+}
+
+fn default_severity() -> String {
+    "warning".to_owned()
+}
+
+/// One field of a rule that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+const DAY: u64 = 24 * 60 * 60;
+
+impl RuleSpec {
+    /// Checks every field; `destinations` are the names that exist. The first problem is
+    /// returned, its field relative to the rule (`destinations[1]`).
+    pub fn check(&self, destinations: &[&str]) -> Result<Checked, FieldError> {
+        let err = |field: &str, message: String| FieldError {
+            field: field.to_owned(),
+            message,
+        };
+        if !crate::config::is_slug(&self.name) {
+            return Err(err(
+                "name",
+                "must be 1 to 64 lowercase letters, digits, - and _".to_owned(),
+            ));
+        }
+        let signal = Signal::parse(&self.signal).ok_or_else(|| {
+            let known: Vec<&str> = Signal::ALL.iter().map(|s| s.as_str()).collect();
+            err(
+                "signal",
+                format!("is not a signal (one of {})", known.join(", ")),
+            )
+        })?;
+        let (low, high) = if signal.is_ratio() {
+            (0.0, 100.0)
+        } else {
+            (0.0, 1_000_000.0)
+        };
+        if !self.threshold.is_finite() || self.threshold < low || self.threshold > high {
+            return Err(err(
+                "threshold",
+                format!(
+                    "must be a number from {low} to {high} for {}",
+                    signal.as_str()
+                ),
+            ));
+        }
+        match (signal.windowed(), self.window_secs) {
+            (true, None) => {
+                return Err(err(
+                    "window_secs",
+                    format!("is required for {}", signal.as_str()),
+                ));
+            }
+            (true, Some(w)) if !(10..=DAY).contains(&w) => {
+                return Err(err("window_secs", "must be 10 to 86400".to_owned()));
+            }
+            (false, Some(_)) => {
+                return Err(err(
+                    "window_secs",
+                    format!("does not apply to {}", signal.as_str()),
+                ));
+            }
+            _ => {}
+        }
+        for (field, value) in [
+            ("for_secs", self.for_secs),
+            ("hold_down_secs", self.hold_down_secs),
+        ] {
+            if value > DAY {
+                return Err(err(field, "must be 0 to 86400".to_owned()));
+            }
+        }
+        let severity = Severity::parse(&self.severity).ok_or_else(|| {
+            err(
+                "severity",
+                "must be critical, error, warning or info".to_owned(),
+            )
+        })?;
+        if self.destinations.is_empty() {
+            return Err(err("destinations", "must name at least one".to_owned()));
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            if !destinations.contains(&d.as_str()) {
+                return Err(err(
+                    &format!("destinations[{i}]"),
+                    format!("{d:?} is not a configured destination"),
+                ));
+            }
+        }
+        Ok(Checked {
+            signal,
+            severity,
+            timing: Timing {
+                for_ms: ms(self.for_secs),
+                hold_down_ms: ms(self.hold_down_secs),
+            },
+        })
+    }
+}
+
+fn ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// A rule's fields, parsed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checked {
+    pub signal: Signal,
+    pub severity: Severity,
+    pub timing: Timing,
+}
+
+/// How long a condition must hold to fire, and stay clear to resolve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub for_ms: i64,
+    pub hold_down_ms: i64,
+}
+
+/// Where one alert (a rule over one scope) stands. Persisted between evaluations, so the
+/// times are wall-clock milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Nothing wrong, or resolved.
+    Idle,
+    /// The condition holds but not yet for `for`; nothing has been sent.
+    Pending { since_ms: i64 },
+    /// Sent as firing. `clear_since_ms`: the condition has been clear since then, and the
+    /// alert resolves once that lasts the hold-down.
+    Firing {
+        since_ms: i64,
+        clear_since_ms: Option<i64>,
+    },
+}
+
+impl Phase {
+    /// The next phase after observing whether the condition holds at `now_ms`, and the notice
+    /// to send, if any. A pending condition that clears sends nothing; a firing one that
+    /// clears and comes back within the hold-down sends nothing either.
+    pub fn observe(
+        self,
+        breached: bool,
+        now_ms: i64,
+        timing: Timing,
+    ) -> (Phase, Option<Transition>) {
+        let fire = |now_ms| {
+            (
+                Phase::Firing {
+                    since_ms: now_ms,
+                    clear_since_ms: None,
+                },
+                Some(Transition::Firing),
+            )
+        };
+        match (self, breached) {
+            (Phase::Idle, false) => (Phase::Idle, None),
+            (Phase::Idle, true) if timing.for_ms <= 0 => fire(now_ms),
+            (Phase::Idle, true) => (Phase::Pending { since_ms: now_ms }, None),
+            (Phase::Pending { .. }, false) => (Phase::Idle, None),
+            (Phase::Pending { since_ms }, true) if now_ms - since_ms >= timing.for_ms => {
+                fire(now_ms)
+            }
+            (pending @ Phase::Pending { .. }, true) => (pending, None),
+            (Phase::Firing { since_ms, .. }, true) => (
+                Phase::Firing {
+                    since_ms,
+                    clear_since_ms: None,
+                },
+                None,
+            ),
+            (
+                Phase::Firing {
+                    since_ms,
+                    clear_since_ms,
+                },
+                false,
+            ) => {
+                let clear = clear_since_ms.unwrap_or(now_ms);
+                if now_ms - clear >= timing.hold_down_ms {
+                    (Phase::Idle, Some(Transition::Resolved))
+                } else {
+                    (
+                        Phase::Firing {
+                            since_ms,
+                            clear_since_ms: Some(clear),
+                        },
+                        None,
+                    )
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        for_ms: 60_000,
+        hold_down_ms: 300_000,
+    };
+
+    type Steps = Vec<(bool, i64)>;
+    type Sent = Vec<(i64, Transition)>;
+    type Change = fn(&mut RuleSpec);
+
+    /// Feeds `(breached, at_ms)` observations and collects what would be sent.
+    fn run(timing: Timing, steps: &[(bool, i64)]) -> Sent {
+        let mut phase = Phase::Idle;
+        let mut sent = Vec::new();
+        for &(breached, at) in steps {
+            let (next, notice) = phase.observe(breached, at, timing);
+            phase = next;
+            if let Some(n) = notice {
+                sent.push((at, n));
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn the_lifecycle_fires_once_and_resolves_once() {
+        use Transition::*;
+        let cases: [(&str, Timing, Steps, Sent); 6] = [
+            ("quiet", T, vec![(false, 0), (false, 10_000)], vec![]),
+            (
+                "a blip shorter than `for` never pages",
+                T,
+                vec![
+                    (true, 0),
+                    (true, 30_000),
+                    (false, 40_000),
+                    (true, 50_000),
+                    (true, 100_000),
+                ],
+                vec![],
+            ),
+            (
+                "held for `for`, then clear for the hold-down",
+                T,
+                vec![
+                    (true, 0),
+                    (true, 59_999),
+                    (true, 60_000),
+                    (true, 90_000),
+                    (false, 100_000),
+                    (false, 399_999),
+                    (false, 400_000),
+                    (false, 500_000),
+                ],
+                vec![(60_000, Firing), (400_000, Resolved)],
+            ),
+            (
+                "flapping within the hold-down keeps one alert",
+                T,
+                (0..100)
+                    .map(|i| (i % 2 == 0 || i < 10, i * 10_000))
+                    .collect(),
+                vec![(60_000, Firing)],
+            ),
+            (
+                "zero `for` fires at once; zero hold-down resolves at once",
+                Timing {
+                    for_ms: 0,
+                    hold_down_ms: 0,
+                },
+                vec![(true, 0), (false, 1), (true, 2), (false, 3)],
+                vec![(0, Firing), (1, Resolved), (2, Firing), (3, Resolved)],
+            ),
+            (
+                "after resolving, a new breach is a new alert",
+                Timing {
+                    for_ms: 0,
+                    hold_down_ms: 10,
+                },
+                vec![(true, 0), (false, 5), (false, 15), (true, 20)],
+                vec![(0, Firing), (15, Resolved), (20, Firing)],
+            ),
+        ];
+        for (name, timing, steps, want) in cases {
+            assert_eq!(run(timing, &steps), want, "{name}");
+        }
+    }
+
+    fn rule() -> RuleSpec {
+        RuleSpec {
+            name: "webhook_errors".to_owned(),
+            signal: "webhook_error_ratio".to_owned(),
+            threshold: 5.0,
+            window_secs: Some(300),
+            for_secs: 0,
+            hold_down_secs: 300,
+            severity: "error".to_owned(),
+            destinations: vec!["oncall".to_owned()],
+        }
+    }
+
+    #[test]
+    fn rules_are_checked_field_by_field() {
+        let destinations = ["oncall", "ops-slack"];
+        let checked = rule().check(&destinations).unwrap();
+        assert_eq!(checked.signal, Signal::WebhookErrorRatio);
+        assert_eq!(checked.severity, Severity::Error);
+        assert_eq!(checked.timing.hold_down_ms, 300_000);
+        let bad: [(&str, Change); 11] = [
+            ("name", |r| r.name = "Web Hooks".to_owned()),
+            ("signal", |r| r.signal = "cpu".to_owned()),
+            ("threshold", |r| r.threshold = 150.0),
+            ("threshold", |r| r.threshold = f64::NAN),
+            ("window_secs", |r| r.window_secs = None),
+            ("window_secs", |r| r.window_secs = Some(5)),
+            ("for_secs", |r| r.for_secs = 100_000),
+            ("severity", |r| r.severity = "loud".to_owned()),
+            ("destinations", |r| r.destinations.clear()),
+            ("destinations[1]", |r| {
+                r.destinations.push("nowhere".to_owned())
+            }),
+            ("window_secs", |r| {
+                r.signal = "queue_backlog".to_owned();
+                r.threshold = 500.0;
+            }),
+        ];
+        for (field, change) in bad {
+            let mut r = rule();
+            change(&mut r);
+            let e = r.check(&destinations).unwrap_err();
+            assert_eq!(e.field, field, "{e:?}");
+            assert!(!e.message.is_empty());
+        }
+    }
+}
