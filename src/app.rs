@@ -118,6 +118,13 @@ pub async fn run(
 
     let events = crate::live::Events::start(backends.store.clone(), backends.broker.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    // Every node counts what it sees for the alert signals and flushes it to the store.
+    let tally = Arc::new(crate::alerts::watch::Tally::default());
+    let (flushed, store, token) = (tally.clone(), backends.store.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        flushed.run(store, token).await;
+        Ok(())
+    });
     // Every node, whatever its roles, routes with the registry and keeps it current.
     let (watched, broker, token) = (registry.clone(), backends.broker.clone(), shutdown.clone());
     tasks.spawn(async move {
@@ -138,6 +145,7 @@ pub async fn run(
             config: config.clone(),
             http: crate::outbound::http_client(&config.outbound)?,
             pacing: pacing.clone(),
+            tally: tally.clone(),
         });
         let queue = backends.queue.clone();
         let (concurrency, delivery_concurrency) =
@@ -167,6 +175,22 @@ pub async fn run(
                     () = tokio::time::sleep(Duration::from_secs(60)) => pacing.shrink(),
                 }
             }
+        });
+        let queued = Arc::new(tokio::sync::Notify::new());
+        let evaluator =
+            crate::alerts::watch::Evaluator::new(backends.store.clone(), &config, queued.clone())
+                .await?;
+        let sender =
+            crate::alerts::notify::Sender::new(backends.store.clone(), &config, queued).await?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            evaluator.run(token).await;
+            Ok(())
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            sender.run(token).await;
+            Ok(())
         });
         let dispatcher = crate::dispatch::Dispatcher {
             store: backends.store.clone(),
@@ -220,6 +244,7 @@ pub async fn run(
                 journal: Journal::start(backends.store.clone(), backends.queue.clone()),
                 dedup: backends.dedup.clone(),
                 dedup_ttl: Duration::from_secs(config.intake.dedup_ttl_secs),
+                tally: tally.clone(),
             },
             registry,
             metrics: crate::telemetry::metrics_handle(),

@@ -47,6 +47,7 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub live: LiveConfig,
     pub outbound: OutboundConfig,
+    pub alerts: AlertsConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -194,6 +195,112 @@ pub struct OutboundConfig {
     pub allow_private_media_urls: bool,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often each worker node evaluates the rules.
+    pub evaluate_every_ms: u64,
+    /// PagerDuty Events API base URL (no trailing slash).
+    pub pagerduty_base_url: String,
+    /// Attempts per notice before it is given up on (the delivery shows why).
+    pub max_attempts: u32,
+    /// The first retry's delay, doubling per attempt (full jitter) up to `retry_max_secs`;
+    /// a destination's `Retry-After` is honoured when longer.
+    pub retry_base_ms: u64,
+    pub retry_max_secs: u64,
+    /// Adds the two rules that ship unless rules of their names are declared: `queue_backlog`
+    /// (more than 500 waiting for 1 minute) to every Slack destination, and `webhook_errors`
+    /// (more than 5% of webhooks refused over 5 minutes) to every PagerDuty destination.
+    pub default_rules: bool,
+    #[serde(default)]
+    pub destinations: Vec<DestinationConfig>,
+    #[serde(default)]
+    pub rules: Vec<crate::alerts::RuleSpec>,
+}
+
+/// Where alerts go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// 1 to 64 lowercase letters, digits, `-` and `_`; unique within its account.
+    pub name: String,
+    /// `slack` or `pagerduty`.
+    pub kind: String,
+    pub account: Option<String>,
+    /// Slack: the incoming webhook URL (it is the secret).
+    pub url: Option<SecretString>,
+    /// PagerDuty: the Events API v2 integration key.
+    pub routing_key: Option<SecretString>,
+}
+
+impl AlertsConfig {
+    /// The declared rules, and the shipped ones (see `default_rules`) where no rule of their
+    /// name is declared for the account.
+    pub fn effective_rules(&self, default_account: &str) -> Vec<crate::alerts::RuleSpec> {
+        let mut rules = self.rules.clone();
+        if !self.default_rules {
+            return rules;
+        }
+        let account_of =
+            |a: &Option<String>| a.clone().unwrap_or_else(|| default_account.to_owned());
+        let mut accounts: Vec<String> = self
+            .destinations
+            .iter()
+            .map(|d| account_of(&d.account))
+            .collect();
+        accounts.dedup();
+        for account in accounts {
+            let named = |kind: &str| -> Vec<String> {
+                self.destinations
+                    .iter()
+                    .filter(|d| d.kind == kind && account_of(&d.account) == account)
+                    .map(|d| d.name.clone())
+                    .collect()
+            };
+            for (rule, signal, threshold, window, for_secs, severity, kind) in [
+                (
+                    "queue_backlog",
+                    "queue_backlog",
+                    500.0,
+                    None,
+                    60,
+                    "warning",
+                    "slack",
+                ),
+                (
+                    "webhook_errors",
+                    "webhook_error_ratio",
+                    5.0,
+                    Some(300),
+                    0,
+                    "error",
+                    "pagerduty",
+                ),
+            ] {
+                let destinations = named(kind);
+                let declared = rules
+                    .iter()
+                    .any(|r| r.name == rule && account_of(&r.account) == account);
+                if destinations.is_empty() || declared {
+                    continue;
+                }
+                rules.push(crate::alerts::RuleSpec {
+                    name: rule.to_owned(),
+                    account: Some(account.clone()),
+                    signal: signal.to_owned(),
+                    threshold,
+                    window_secs: window,
+                    for_secs,
+                    hold_down_secs: 300,
+                    severity: severity.to_owned(),
+                    destinations,
+                });
+            }
+        }
+        rules
+    }
+}
+
 impl RoutingConfig {
     fn ms(secs: u64) -> i64 {
         i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
@@ -316,6 +423,104 @@ impl Config {
     /// The account slug an entry belongs to.
     pub fn account_of<'a>(&'a self, account: &'a Option<String>) -> &'a str {
         account.as_deref().unwrap_or(&self.accounts.default)
+    }
+
+    fn validate_alerts(&self) -> Result<(), ConfigError> {
+        let alerts = &self.alerts;
+        if !(100..=3_600_000).contains(&alerts.evaluate_every_ms) {
+            return Err(invalid(
+                "alerts.evaluate_every_ms",
+                "must be 100 to 3600000",
+            ));
+        }
+        if !(1..=50).contains(&alerts.max_attempts) {
+            return Err(invalid("alerts.max_attempts", "must be 1 to 50"));
+        }
+        if alerts.retry_base_ms == 0 || alerts.retry_max_secs == 0 {
+            return Err(invalid(
+                "alerts.retry_base_ms",
+                "retry_base_ms and retry_max_secs must be at least 1",
+            ));
+        }
+        if !alerts.pagerduty_base_url.starts_with("http://")
+            && !alerts.pagerduty_base_url.starts_with("https://")
+        {
+            return Err(invalid(
+                "alerts.pagerduty_base_url",
+                "must be an http(s) URL",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, d) in alerts.destinations.iter().enumerate() {
+            let key = |field: &str| format!("alerts.destinations[{i}].{field}");
+            if !is_slug(&d.name) {
+                return Err(invalid(
+                    key("name"),
+                    "must be 1 to 64 lowercase letters, digits, - and _",
+                ));
+            }
+            let account = self.account_of(&d.account);
+            if !seen.insert((account.to_owned(), d.name.clone())) {
+                return Err(invalid(key("name"), "is declared twice for its account"));
+            }
+            let present = |v: &Option<SecretString>| {
+                v.as_ref().is_some_and(|s| !s.expose_secret().is_empty())
+            };
+            match d.kind.as_str() {
+                "slack" => {
+                    let url = d
+                        .url
+                        .as_ref()
+                        .map(|u| u.expose_secret().to_owned())
+                        .unwrap_or_default();
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(invalid(
+                            key("url"),
+                            "a Slack destination needs its incoming webhook URL",
+                        ));
+                    }
+                    if d.routing_key.is_some() {
+                        return Err(invalid(key("routing_key"), "is for PagerDuty destinations"));
+                    }
+                }
+                "pagerduty" => {
+                    if !present(&d.routing_key) {
+                        return Err(invalid(
+                            key("routing_key"),
+                            "a PagerDuty destination needs its integration key",
+                        ));
+                    }
+                    if d.url.is_some() {
+                        return Err(invalid(key("url"), "is for Slack destinations"));
+                    }
+                }
+                _ => return Err(invalid(key("kind"), "must be slack or pagerduty")),
+            }
+        }
+        let mut names = HashSet::new();
+        for (i, rule) in alerts
+            .effective_rules(&self.accounts.default)
+            .iter()
+            .enumerate()
+        {
+            let account = self.account_of(&rule.account);
+            let destinations: Vec<&str> = alerts
+                .destinations
+                .iter()
+                .filter(|d| self.account_of(&d.account) == account)
+                .map(|d| d.name.as_str())
+                .collect();
+            if let Err(e) = rule.check(&destinations) {
+                return Err(invalid(format!("alerts.rules[{i}].{}", e.field), e.message));
+            }
+            if !names.insert((account.to_owned(), rule.name.clone())) {
+                return Err(invalid(
+                    format!("alerts.rules[{i}].name"),
+                    "is declared twice for its account",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -471,6 +676,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_alerts()?;
         if self.routing.presence_timeout_secs < 5 {
             return Err(invalid(
                 "routing.presence_timeout_secs",
@@ -669,6 +875,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn alert_errors_name_the_key_and_defaults_ship() {
+        const SLACK: &str = "[[alerts.destinations]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/x\"\n";
+        let cases = [
+            (
+                "[alerts]\nevaluate_every_ms = 5",
+                "alerts.evaluate_every_ms",
+            ),
+            (
+                "[[alerts.destinations]]\nname = \"x\"\nkind = \"email\"",
+                "alerts.destinations[1].kind",
+            ),
+            (
+                "[[alerts.destinations]]\nname = \"x\"\nkind = \"slack\"",
+                "alerts.destinations[1].url",
+            ),
+            (
+                "[[alerts.destinations]]\nname = \"x\"\nkind = \"pagerduty\"",
+                "alerts.destinations[1].routing_key",
+            ),
+            (
+                "[[alerts.rules]]\nname = \"r\"\nsignal = \"queue_backlog\"\nthreshold = 1\ndestinations = [\"nowhere\"]",
+                "alerts.rules[0].destinations[0]",
+            ),
+            (
+                "[[alerts.rules]]\nname = \"r\"\nsignal = \"disk_full\"\nthreshold = 1\ndestinations = [\"ops\"]",
+                "alerts.rules[0].signal",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = load(&format!("{SLACK}{toml}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?} gave {err:?}, wanted {key}");
+        }
+        // No destination, no shipped rule; a Slack destination gets the backlog rule.
+        let config = load("").unwrap();
+        assert!(config.alerts.effective_rules("default").is_empty());
+        let config = load(SLACK).unwrap();
+        let rules = config.alerts.effective_rules("default");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            (rules[0].name.as_str(), rules[0].threshold),
+            ("queue_backlog", 500.0)
+        );
+        assert_eq!(rules[0].destinations, ["ops"]);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const ASSIGNMENT: &str = "asg";
 pub const TRACE: &str = "rtr";
 pub const CANNED_RESPONSE: &str = "cnd";
 pub const TEMPLATE: &str = "tpl";
+pub const ALERT: &str = "alr";
+pub const ALERT_DELIVERY: &str = "ald";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -29,6 +29,8 @@ pub struct Intake {
     pub journal: Journal,
     pub dedup: Dedup,
     pub dedup_ttl: Duration,
+    /// Counts accepted and refused webhooks for the `webhook_error_ratio` alert signal.
+    pub tally: Arc<crate::alerts::watch::Tally>,
 }
 
 /// Most events written in one transaction.
@@ -159,6 +161,8 @@ impl Intake {
             }
         }
         let channel = event.channel;
+        self.tally
+            .count(event.account_id, crate::alerts::watch::WEBHOOKS_ACCEPTED);
         let outcome = if self.journal.record(event.to_row()).await? {
             Accepted::New
         } else {

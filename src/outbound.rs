@@ -112,6 +112,8 @@ pub struct Deliverer {
     pub config: Arc<Config>,
     pub http: reqwest::Client,
     pub pacing: Arc<Pacing>,
+    /// Counts attempts for the `outbound_failure_ratio` alert signal.
+    pub tally: Arc<crate::alerts::watch::Tally>,
 }
 
 /// The one HTTP client for provider calls, with the configured timeout.
@@ -203,17 +205,9 @@ impl Deliverer {
         }
     }
 
-    /// The delay before attempt `attempt + 1`: full jitter over an exponential ceiling, or the
-    /// provider's ask when that is longer.
     fn backoff(&self, attempt: i64, after: Option<Duration>) -> Duration {
         let out = &self.config.outbound;
-        let shift = u32::try_from(attempt.saturating_sub(1))
-            .unwrap_or(0)
-            .min(30);
-        let ceiling = Duration::from_millis(out.retry_base_ms.saturating_mul(1 << shift))
-            .min(Duration::from_secs(out.retry_max_secs));
-        let jittered = ceiling.mul_f64(rand::rng().random_range(0.0..=1.0));
-        after.map_or(jittered, |asked| asked.max(jittered))
+        backoff(out.retry_base_ms, out.retry_max_secs, attempt, after)
     }
 
     async fn publish(&self, account_id: &str, moves: &[Transition]) {
@@ -240,6 +234,8 @@ impl Deliverer {
         };
         let outcome = if retry_at.is_some() { "retry" } else { "dead" };
         metrics::counter!("switchboard_outbound_attempts_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
+        self.tally
+            .count(&claimed.account_id, crate::alerts::watch::OUTBOUND_FAILED);
         if retry_at.is_some() {
             info!(message = %claimed.message_id, attempt = claimed.attempt, code = %failure.code, "Delivery failed; retrying.");
         } else {
@@ -340,6 +336,8 @@ impl OutboundPort for Deliverer {
                 ..
             } => {
                 metrics::counter!("switchboard_outbound_attempts_total", "channel" => inbox.channel.as_str(), "outcome" => "sent").increment(1);
+                self.tally
+                    .count(&claimed.account_id, crate::alerts::watch::OUTBOUND_SENT);
                 let moves = self
                     .store
                     .delivery_sent(&claimed, inbox.channel.as_str(), &provider_message_id)
@@ -351,6 +349,18 @@ impl OutboundPort for Deliverer {
             SendOutcome::Failed(failure) => self.fail(&claimed, inbox.channel, &failure).await,
         }
     }
+}
+
+/// The delay before attempt `attempt + 1`: full jitter over a ceiling that doubles from
+/// `base_ms` up to `max_secs`, or what the other side asked (`Retry-After`) when that is longer.
+pub fn backoff(base_ms: u64, max_secs: u64, attempt: i64, after: Option<Duration>) -> Duration {
+    let shift = u32::try_from(attempt.saturating_sub(1))
+        .unwrap_or(0)
+        .min(30);
+    let ceiling = Duration::from_millis(base_ms.saturating_mul(1 << shift))
+        .min(Duration::from_secs(max_secs));
+    let jittered = ceiling.mul_f64(rand::rng().random_range(0.0..=1.0));
+    after.map_or(jittered, |asked| asked.max(jittered))
 }
 
 /// Queues what is due: retries whose time has come, and deliveries whose job was lost (queued

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routing_rules::routes())
         .merge(dead_letters::routes())
         .merge(saved_replies::routes())
+        .merge(alerts::routes())
         .merge(routing::routes())
         .merge(ws::routes())
         .merge(health::routes())

@@ -16,8 +16,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    AppState, admin, agents, api, audit, auth, dead_letters, health, inboxes, reports, routing,
-    routing_rules, saved_replies, webchat, webhooks, ws,
+    AppState, admin, agents, alerts, api, audit, auth, dead_letters, health, inboxes, reports,
+    routing, routing_rules, saved_replies, webchat, webhooks, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -58,6 +58,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "agents", description = "Agents as routable resources: the skill catalogue and routing profiles (configure_routing), and the signed-in agent's own presence and heartbeats."),
         (name = "routing-rules", description = "Routing rules of the assignment engine: create, order, validate and simulate (configure_routing)."),
         (name = "routing", description = "The assignment engine at work: offers to accept or decline, live queue statistics."),
+        (name = "alerts", description = "Alert history: episodes fired and resolved, and the notices sent to Slack and PagerDuty (configure_routing)."),
         (name = "audit", description = "The append-only audit log (view_audit_log)."),
         (name = "meta", description = "This document."),
     ),
@@ -113,6 +114,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         routing_rules::RoutingRulesApi::openapi(),
         dead_letters::DeadLettersApi::openapi(),
         saved_replies::SavedRepliesApi::openapi(),
+        alerts::AlertsApi::openapi(),
         routing::RoutingApi::openapi(),
         ws::WsApi::openapi(),
     ]

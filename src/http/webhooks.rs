@@ -137,7 +137,7 @@ async fn whatsapp_events(
     if let Err(e) =
         whatsapp::verify_signature(app.app_secret.expose_secret().as_bytes(), &body, signature)
     {
-        return Err(rejected("whatsapp", &app.name, e));
+        return Err(rejected(&state, &app.account_id, "whatsapp", &app.name, e));
     }
     // A signed body we cannot read is still kept (and quarantined by the worker).
     let keys = whatsapp::dedup_keys(&body).unwrap_or_default();
@@ -282,7 +282,7 @@ async fn twilio_event(
         twilio::verify_signature(token, &url, &params, signature)
     };
     if let Err(e) = verified {
-        return Err(rejected("sms", &inbox.slug, e));
+        return Err(rejected(&state, &inbox.account_id, "sms", &inbox.slug, e));
     }
     let key = twilio::dedup_key(&params);
     let keys: Vec<String> = key.into_iter().collect();
@@ -315,9 +315,19 @@ async fn twilio_event(
 }
 
 /// Counts and logs a refused signature; the request leaves nothing else behind.
-fn rejected(channel: &'static str, source: &str, e: SignatureError) -> ApiError {
+fn rejected(
+    state: &AppState,
+    account_id: &str,
+    channel: &'static str,
+    source: &str,
+    e: SignatureError,
+) -> ApiError {
     metrics::counter!("switchboard_webhooks_total", "channel" => channel, "outcome" => "bad_signature")
         .increment(1);
+    state
+        .intake
+        .tally
+        .count(account_id, crate::alerts::watch::WEBHOOKS_REFUSED);
     warn!(channel, source, reason = %e, "Signature check failed.");
     match e {
         SignatureError::Missing | SignatureError::Malformed => ApiError::unauthenticated(

@@ -15,6 +15,7 @@
 pub mod conversations;
 pub mod accounts;
 pub mod agents;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod inbound;

@@ -8,6 +8,7 @@ mod helpers;
 mod access;
 mod admin;
 mod agents;
+mod alerts;
 mod audit;
 mod auth;
 mod bad_input;

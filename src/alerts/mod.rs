@@ -3,8 +3,11 @@
 //! same words), and how one alert lives ([`Phase`]: idle → pending → firing → resolved, with a
 //! hold-down so a flapping signal pages once).
 //!
-//! The destinations' protocols are in `switchboard_connectors::alerts`; evaluation of live
-//! signals and the delivery of notices are built on top of these.
+//! The destinations' protocols are in `switchboard_connectors::alerts`; [`watch`] counts and
+//! evaluates the live signals, [`notify`] delivers the notices.
+
+pub mod notify;
+pub mod watch;
 
 use serde::{Deserialize, Serialize};
 use switchboard_connectors::alerts::{Severity, Transition};
@@ -18,25 +21,16 @@ pub enum Signal {
     /// Refused webhooks (bad signature, malformed) over all webhooks in the window, as a
     /// percentage (threshold: 0 to 100).
     WebhookErrorRatio,
-    /// Outbound sends given up on over all attempts in the window, per provider (percentage).
+    /// Outbound send attempts that failed (transient or permanent) over all attempts in the
+    /// window, as a percentage.
     OutboundFailureRatio,
-    /// A provider refused an inbox's credentials (an expired WhatsApp token, a bad Twilio
-    /// auth token): fires while the last attempt was refused (threshold unused: 0).
-    CredentialsRejected,
-    /// SLA breaches in the window, per team (threshold: a count).
-    SlaBreaches,
-    /// Minutes without inbound traffic on an inbox (threshold unused: the window says how long).
-    InboundSilence,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 6] = [
+    pub const ALL: [Signal; 3] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
-        Signal::CredentialsRejected,
-        Signal::SlaBreaches,
-        Signal::InboundSilence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,9 +38,6 @@ impl Signal {
             Signal::QueueBacklog => "queue_backlog",
             Signal::WebhookErrorRatio => "webhook_error_ratio",
             Signal::OutboundFailureRatio => "outbound_failure_ratio",
-            Signal::CredentialsRejected => "credentials_rejected",
-            Signal::SlaBreaches => "sla_breaches",
-            Signal::InboundSilence => "inbound_silence",
         }
     }
 
@@ -62,15 +53,9 @@ impl Signal {
         )
     }
 
-    /// Whether the signal is measured over a window (`window_secs` required).
+    /// Whether the signal is measured over a window (`window_secs` required): the ratios are.
     fn windowed(self) -> bool {
-        matches!(
-            self,
-            Signal::WebhookErrorRatio
-                | Signal::OutboundFailureRatio
-                | Signal::SlaBreaches
-                | Signal::InboundSilence
-        )
+        self.is_ratio()
     }
 }
 
@@ -78,8 +63,11 @@ impl Signal {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
-    /// 1 to 64 lowercase letters, digits, `-` and `_`; unique.
+    /// 1 to 64 lowercase letters, digits, `-` and `_`; unique in its account.
     pub name: String,
+    /// The account (slug) the rule watches; the default account when left out.
+    #[serde(default)]
+    pub account: Option<String>,
     pub signal: String,
     /// Fires when the signal is above this.
     pub threshold: f64,
@@ -394,6 +382,7 @@ mod tests {
     fn rule() -> RuleSpec {
         RuleSpec {
             name: "webhook_errors".to_owned(),
+            account: None,
             signal: "webhook_error_ratio".to_owned(),
             threshold: 5.0,
             window_secs: Some(300),
