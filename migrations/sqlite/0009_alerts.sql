@@ -1,6 +1,16 @@
 -- Alerting (docs/ALERTS.md): counters of signals the request path sees, each alert's phase,
 -- the history of firings and resolutions, and the notices sent to Slack and PagerDuty.
 
+-- Alert rules added over REST (config rules are not stored): the rule as JSON (alerts::RuleSpec).
+CREATE TABLE alert_rules (
+    account_id  TEXT NOT NULL REFERENCES accounts(id),
+    name        TEXT NOT NULL,
+    spec        TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (account_id, name)
+);
+
 -- Counts per account, signal and 10-second bucket, added to by every node (a node adds what it
 -- counted since its last flush). Evaluators sum the buckets inside a rule's window.
 CREATE TABLE signal_counts (

@@ -60,13 +60,14 @@ impl Signal {
 }
 
 /// An alert rule as declared in config or over REST.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
     /// 1 to 64 lowercase letters, digits, `-` and `_`; unique in its account.
     pub name: String,
-    /// The account (slug) the rule watches; the default account when left out.
-    #[serde(default)]
+    /// Config only: the account (slug) the rule watches; the default account when left out.
+    /// Over REST, the caller's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
     pub signal: String,
     /// Fires when the signal is above this.

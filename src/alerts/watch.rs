@@ -86,6 +86,7 @@ impl Tally {
 }
 
 /// A rule ready to evaluate.
+#[derive(Clone)]
 struct Rule {
     account_id: String,
     spec: RuleSpec,
@@ -95,7 +96,10 @@ struct Rule {
 /// Evaluates the configured rules on one worker node.
 pub struct Evaluator {
     store: Store,
+    /// The rules of the config (declared and shipped); rules added over REST are read each round.
     rules: Vec<Rule>,
+    /// Each account's destination names.
+    destinations: HashMap<String, Vec<String>>,
     every: Duration,
     /// Where the alert history can be seen (for links in notices).
     source: String,
@@ -106,6 +110,14 @@ pub struct Evaluator {
 impl Evaluator {
     /// The rules of `config` (declared and shipped), their accounts resolved.
     pub async fn new(store: Store, config: &Config, queued: Arc<Notify>) -> anyhow::Result<Self> {
+        let mut destinations: HashMap<String, Vec<String>> = HashMap::new();
+        for d in &config.alerts.destinations {
+            let account = store.ensure_account(config.account_of(&d.account)).await?;
+            destinations
+                .entry(account)
+                .or_default()
+                .push(d.name.clone());
+        }
         let mut rules = Vec::new();
         for spec in config.alerts.effective_rules(&config.accounts.default) {
             let account = config.account_of(&spec.account).to_owned();
@@ -128,6 +140,7 @@ impl Evaluator {
         Ok(Evaluator {
             store,
             rules,
+            destinations,
             every: Duration::from_millis(config.alerts.evaluate_every_ms),
             source: config.server.public_url.clone(),
             queued,
@@ -136,7 +149,8 @@ impl Evaluator {
 
     /// Evaluates every `alerts.evaluate_every_ms` until `shutdown`; also prunes old counters.
     pub async fn run(self, shutdown: CancellationToken) {
-        if self.rules.is_empty() {
+        // A rule needs a destination; without any, there is nothing to evaluate.
+        if self.destinations.is_empty() {
             return;
         }
         let mut pruned_at = 0;
@@ -158,10 +172,44 @@ impl Evaluator {
         }
     }
 
+    /// The config's rules and those added over REST (a REST rule named like a config rule of
+    /// its account, possible only if the config changed since, is left out: config wins).
+    async fn rules(&self) -> anyhow::Result<Vec<Rule>> {
+        let mut rules = self.rules.clone();
+        for (account_id, json) in self.store.all_alert_rules().await? {
+            let Ok(spec) = serde_json::from_str::<RuleSpec>(&json) else {
+                warn!(account = %account_id, "An alert rule in the store does not parse; skipped.");
+                continue;
+            };
+            if rules
+                .iter()
+                .any(|r| r.account_id == account_id && r.spec.name == spec.name)
+            {
+                continue;
+            }
+            let names: Vec<&str> = self
+                .destinations
+                .get(&account_id)
+                .map(|d| d.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            match spec.check(&names) {
+                Ok(checked) => rules.push(Rule {
+                    account_id,
+                    spec,
+                    checked,
+                }),
+                Err(e) => {
+                    warn!(account = %account_id, rule = %spec.name, field = %e.field, reason = %e.message, "An alert rule no longer checks (a destination left the config?); skipped.")
+                }
+            }
+        }
+        Ok(rules)
+    }
+
     /// One round: every rule's signal, phase and transition.
     pub async fn evaluate(&self, now: i64) -> anyhow::Result<()> {
         let mut sums: HashMap<(String, Signal, u64), f64> = HashMap::new();
-        for rule in &self.rules {
+        for rule in &self.rules().await? {
             let window = rule.spec.window_secs.unwrap_or(0);
             let key = (rule.account_id.clone(), rule.checked.signal, window);
             let value = match sums.get(&key) {

@@ -2,15 +2,17 @@
 //! (`configure_routing`): each episode with the notices sent for it and how each went, and
 //! the rules and destinations in force (never their secrets).
 
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::api::{cut_page, id_cursor, page_limit};
-use super::{ApiQuery, AppState};
+use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
+use crate::alerts::RuleSpec;
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::alerts::Alert;
@@ -18,11 +20,15 @@ use crate::store::alerts::Alert;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/alerts", get(list_alerts))
-        .route("/v1/admin/alert-rules", get(list_rules))
+        .route("/v1/admin/alert-rules", get(list_rules).post(create_rule))
+        .route(
+            "/v1/admin/alert-rules/{name}",
+            put(replace_rule).delete(delete_rule),
+        )
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_alerts, list_rules))]
+#[openapi(paths(list_alerts, list_rules, create_rule, replace_rule, delete_rule))]
 pub struct AlertsApi;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -90,6 +96,8 @@ async fn list_alerts(
 /// A rule in force.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleOut {
+    /// `config` (declared in `[alerts]`, or shipped) or `api` (added over REST).
+    pub source: &'static str,
     pub name: String,
     pub signal: String,
     pub threshold: f64,
@@ -119,7 +127,7 @@ pub struct RulesOut {
     path = "/v1/admin/alert-rules",
     tag = "alerts",
     summary = "Alert rules and destinations in force",
-    description = "The rules of the caller's account as configured (`[alerts]`, including the shipped defaults) and its destinations, without their secrets. Requires `configure_routing`.",
+    description = "The rules of the caller's account, from the config (`[alerts]`, including the shipped defaults) and added over REST, and its destinations, without their secrets. Requires `configure_routing`.",
     responses(
         (status = 200, description = "The rules and destinations.", body = RulesOut),
         (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
@@ -134,15 +142,24 @@ async fn list_rules(
 ) -> Result<Json<RulesOut>, ApiError> {
     who.require(Permission::ConfigureRouting)?;
     let config = &state.config;
-    let mine = |account: &Option<String>| {
-        ids::from_slug(ids::ACCOUNT, config.account_of(account)) == who.account_id
-    };
+    let mine = |account: &Option<String>| is_mine(&state, &who, account);
     let rules = config
         .alerts
         .effective_rules(&config.accounts.default)
         .into_iter()
         .filter(|r| mine(&r.account))
-        .map(|r| RuleOut {
+        .map(|r| (r, "config"))
+        .chain(
+            state
+                .store
+                .alert_rules(&who.account_id)
+                .await?
+                .iter()
+                .filter_map(|json| serde_json::from_str::<RuleSpec>(json).ok())
+                .map(|r| (r, "api")),
+        )
+        .map(|(r, source)| RuleOut {
+            source,
             name: r.name,
             signal: r.signal,
             threshold: r.threshold,
@@ -167,4 +184,172 @@ async fn list_rules(
         rules,
         destinations,
     }))
+}
+
+/// Whether a config entry with `account` belongs to the caller's account.
+fn is_mine(state: &AppState, who: &Principal, account: &Option<String>) -> bool {
+    ids::from_slug(ids::ACCOUNT, state.config.account_of(account)) == who.account_id
+}
+
+/// The caller's account's destination names, and whether a config rule has `name`.
+fn account_config<'a>(state: &'a AppState, who: &Principal, name: &str) -> (Vec<&'a str>, bool) {
+    let config = &state.config;
+    let mine = |account: &Option<String>| is_mine(state, who, account);
+    let destinations = config
+        .alerts
+        .destinations
+        .iter()
+        .filter(|d| mine(&d.account))
+        .map(|d| d.name.as_str())
+        .collect();
+    let in_config = config
+        .alerts
+        .effective_rules(&config.accounts.default)
+        .iter()
+        .any(|r| mine(&r.account) && r.name == name);
+    (destinations, in_config)
+}
+
+/// Parses and checks a rule body; every refusal names its field.
+fn checked_rule(
+    state: &AppState,
+    who: &Principal,
+    body: &[u8],
+) -> Result<(RuleSpec, bool), ApiError> {
+    let spec: RuleSpec = parse_json(body)?;
+    if spec.account.is_some() {
+        return Err(ApiError::invalid_field(
+            "account",
+            "a rule over REST watches the caller's account; leave it out",
+        ));
+    }
+    let (destinations, in_config) = account_config(state, who, &spec.name);
+    spec.check(&destinations)
+        .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+    Ok((spec, in_config))
+}
+
+const IN_CONFIG: &str = "a rule of this name is declared in the config; choose another name";
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/alert-rules",
+    tag = "alerts",
+    summary = "Add an alert rule",
+    description = "A rule over a live signal of the caller's account, to the configured destinations (docs/ALERTS.md). Evaluated from the next round on every worker node. Audited as `alert_rule.created`. Requires `configure_routing`.",
+    request_body = RuleSpec,
+    responses(
+        (status = 201, description = "Added.", body = RuleSpec),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
+        (status = 409, description = "The account has a rule of this name (in the config or added before).", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "An unknown signal, a threshold or window out of range, an unknown severity, or a destination that is not configured (details name the field).", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
+async fn create_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<RuleSpec>), ApiError> {
+    who.require(Permission::ConfigureRouting)?;
+    let (spec, in_config) = checked_rule(&state, &who, &body)?;
+    if in_config {
+        return Err(ApiError::conflict_field("name", IN_CONFIG));
+    }
+    let record = who.audit("alert_rule.created", "alert_rule", Some(&spec.name));
+    let json = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+    if !state
+        .store
+        .save_alert_rule(&who.account_id, &spec.name, &json, false, record)
+        .await?
+    {
+        return Err(ApiError::conflict_field(
+            "name",
+            "the account has an alert rule of this name",
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(spec)))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/admin/alert-rules/{name}",
+    tag = "alerts",
+    summary = "Change an alert rule",
+    description = "Replaces a rule added over REST (config rules change in the config). The body's `name` must be the path's. Audited as `alert_rule.updated`. Requires `configure_routing`.",
+    params(("name" = String, Path, description = "The rule's name.")),
+    request_body = RuleSpec,
+    responses(
+        (status = 200, description = "Replaced.", body = RuleSpec),
+        (status = 400, description = "The body is not valid JSON or could not be read.", body = ErrorEnvelope),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
+        (status = 404, description = "No rule of this name was added over REST.", body = ErrorEnvelope),
+        (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
+        (status = 422, description = "A field out of range or unknown, or a name that differs from the path's (details name the field).", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
+async fn replace_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<RuleSpec>, ApiError> {
+    who.require(Permission::ConfigureRouting)?;
+    let (spec, _) = checked_rule(&state, &who, &body)?;
+    if spec.name != name {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be the name in the path",
+        ));
+    }
+    let record = who.audit("alert_rule.updated", "alert_rule", Some(&name));
+    let json = serde_json::to_string(&spec).map_err(ApiError::internal)?;
+    if !state
+        .store
+        .save_alert_rule(&who.account_id, &name, &json, true, record)
+        .await?
+    {
+        return Err(ApiError::not_found("alert rule"));
+    }
+    Ok(Json(spec))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/alert-rules/{name}",
+    tag = "alerts",
+    summary = "Remove an alert rule",
+    description = "Removes a rule added over REST; it is no longer evaluated (an alert it had firing stays in the history as it was). Audited as `alert_rule.deleted`. Requires `configure_routing`.",
+    params(("name" = String, Path, description = "The rule's name.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
+        (status = 404, description = "No rule of this name was added over REST.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
+async fn delete_rule(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(Permission::ConfigureRouting)?;
+    let record = who.audit("alert_rule.deleted", "alert_rule", Some(&name));
+    if !state
+        .store
+        .delete_alert_rule(&who.account_id, &name, record)
+        .await?
+    {
+        return Err(ApiError::not_found("alert rule"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

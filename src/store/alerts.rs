@@ -93,6 +93,98 @@ pub struct ClaimedNotice {
 }
 
 impl Store {
+    /// Every rule added over REST, of every account: `(account id, spec JSON)`.
+    pub async fn all_alert_rules(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(
+            sqlx::query("SELECT account_id, spec FROM alert_rules ORDER BY account_id, name")
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect(),
+        )
+    }
+
+    /// The account's rules added over REST, as spec JSON, by name.
+    pub async fn alert_rules(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
+        let rows = sqlx::query("SELECT spec FROM alert_rules WHERE account_id = $1 ORDER BY name")
+            .bind(account_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Adds (`replace: false`) or replaces (`true`) the rule `name` with its audit record.
+    /// `false`: adding found the name taken, or replacing found no such rule.
+    pub async fn save_alert_rule(
+        &self,
+        account_id: &str,
+        name: &str,
+        spec: &str,
+        replace: bool,
+        record: super::audit::AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let now = ids::now_ms();
+        let mut tx = self.begin_scoped(account_id).await?;
+        let before: Option<String> = sqlx::query(
+            "UPDATE alert_rules SET updated_at = updated_at WHERE account_id = $1 AND name = $2 RETURNING spec",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get(0));
+        if before.is_some() != replace {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO alert_rules (account_id, name, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (account_id, name) DO UPDATE SET spec = excluded.spec, updated_at = excluded.updated_at",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(spec)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or_default();
+        let mut record = record.after(json(spec));
+        if let Some(before) = before {
+            record = record.before(json(&before));
+        }
+        super::audit::append(&mut tx, &record).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Removes the rule `name` with its audit record; `false` when there is none. Its alert,
+    /// if firing, stays in the history as it was.
+    pub async fn delete_alert_rule(
+        &self,
+        account_id: &str,
+        name: &str,
+        record: super::audit::AuditRecord,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_scoped(account_id).await?;
+        let gone: Option<String> = sqlx::query(
+            "DELETE FROM alert_rules WHERE account_id = $1 AND name = $2 RETURNING spec",
+        )
+        .bind(account_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.get(0));
+        let Some(gone) = gone else {
+            return Ok(false);
+        };
+        let before = serde_json::from_str::<serde_json::Value>(&gone).unwrap_or_default();
+        super::audit::append(&mut tx, &record.before(before)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Adds counts (`(account, signal, bucket start) → n`) to the shared buckets.
     pub async fn add_signal_counts(
         &self,

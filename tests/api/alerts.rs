@@ -352,7 +352,147 @@ destinations = ["oncall"]
     site.cleanup().await;
 }
 
+async fn alert_rules_over_rest_are_checked_audited_and_evaluated(backend: Backend) {
+    let (d, addr) = fake_destinations().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            "[alerts]\nevaluate_every_ms = 100\n[[alerts.destinations]]\nname = \"ops-slack\"\nkind = \"slack\"\nurl = \"http://{addr}/services/T1/B1/y\"\n"
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let agent = site.user("agent", None, &[]).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let (hub, token, path) = (&hub, admin.token.clone(), path.to_owned());
+        async move { hub.call(method, &path, &token, body).await }
+    };
+    let rules = || async {
+        let (status, out) = call(Method::GET, "/v1/admin/alert-rules", None).await;
+        assert_eq!(status, 200, "{out}");
+        out["rules"].as_array().unwrap().clone()
+    };
+    // The shipped backlog rule came with the Slack destination.
+    let shipped = rules().await;
+    assert_eq!(shipped.len(), 1);
+    assert_eq!(
+        (&shipped[0]["name"], &shipped[0]["source"]),
+        (&json!("queue_backlog"), &json!("config"))
+    );
+
+    let rule = json!({ "name": "any_wait", "signal": "queue_backlog", "threshold": 0,
+                       "hold_down_secs": 0, "destinations": ["ops-slack"] });
+    let with = |field: &str, value: Value| {
+        let mut r = rule.clone();
+        r[field] = value;
+        r
+    };
+    for (bad, field) in [
+        (with("signal", json!("cpu_load")), "signal"),
+        (with("threshold", json!(-1)), "threshold"),
+        (with("destinations", json!(["nowhere"])), "destinations[0]"),
+        (with("signal", json!("webhook_error_ratio")), "window_secs"),
+        (with("severity", json!("loud")), "severity"),
+        (with("account", json!("default")), "account"),
+        (with("for_secs", json!("soon")), "for_secs"),
+    ] {
+        let (status, out) = call(Method::POST, "/v1/admin/alert-rules", Some(bad.clone())).await;
+        assert_eq!(status, 422, "{bad}: {out}");
+        assert_eq!(out["error"]["details"][0]["field"], field, "{bad}: {out}");
+    }
+    let (status, out) = call(
+        Method::POST,
+        "/v1/admin/alert-rules",
+        Some(with("name", json!("queue_backlog"))),
+    )
+    .await;
+    assert_eq!(status, 409, "{out}");
+    let (status, _) = hub
+        .call(
+            Method::POST,
+            "/v1/admin/alert-rules",
+            &agent.token,
+            Some(rule.clone()),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(rules().await.len(), 1, "nothing refused was kept");
+
+    let (status, out) = call(Method::POST, "/v1/admin/alert-rules", Some(rule.clone())).await;
+    assert_eq!(status, 201, "{out}");
+    let (status, _) = call(Method::POST, "/v1/admin/alert-rules", Some(rule.clone())).await;
+    assert_eq!(status, 409);
+    assert_eq!(rules().await[1]["source"], "api");
+
+    // Evaluated from the next round: one waiting conversation is above 0.
+    let body = wa_text_now("wamid.rest.1", "15555550400", "hello?");
+    assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
+    let hits = exactly(&d, "/services/", 1).await;
+    assert!(
+        hits[0].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[FIRING] any_wait"),
+        "{}",
+        hits[0].body
+    );
+
+    // Raised above the value, it resolves (no hold-down).
+    let (status, out) = call(
+        Method::PUT,
+        "/v1/admin/alert-rules/any_wait",
+        Some(with("threshold", json!(5))),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let hits = exactly(&d, "/services/", 2).await;
+    assert!(
+        hits[1].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[RESOLVED] any_wait"),
+        "{}",
+        hits[1].body
+    );
+    let (status, _) = call(
+        Method::PUT,
+        "/v1/admin/alert-rules/other",
+        Some(rule.clone()),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = call(
+        Method::PUT,
+        "/v1/admin/alert-rules/other",
+        Some(with("name", json!("other"))),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(Method::DELETE, "/v1/admin/alert-rules/any_wait", None).await;
+    assert_eq!(status, 204);
+    let (status, _) = call(Method::DELETE, "/v1/admin/alert-rules/any_wait", None).await;
+    assert_eq!(status, 404);
+    for action in [
+        "alert_rule.created",
+        "alert_rule.updated",
+        "alert_rule.deleted",
+    ] {
+        let (status, page) = call(Method::GET, &format!("/v1/audit?action={action}"), None).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["data"].as_array().unwrap().len(),
+            1,
+            "{action}: {page}"
+        );
+    }
+
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
     a_backlog_pages_slack_once_and_resolves_once,
     forged_webhooks_page_pagerduty_with_a_stable_key,
+    alert_rules_over_rest_are_checked_audited_and_evaluated,
 );
