@@ -176,6 +176,11 @@ pub async fn run(
                 }
             }
         });
+        let (store, token) = (backends.store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            crate::telemetry::watch_backlogs(store, token).await;
+            Ok(())
+        });
         let queued = Arc::new(tokio::sync::Notify::new());
         let evaluator =
             crate::alerts::watch::Evaluator::new(backends.store.clone(), &config, queued.clone())

@@ -301,6 +301,7 @@ impl Dispatcher {
             .into_iter()
             .unzip();
         let mut waits = Vec::new();
+        let mut placed_here = 0;
         for (i, plan) in picture.order(&waiting, now) {
             if let Some(t) = plan.next_change_at {
                 soonest(t);
@@ -343,6 +344,16 @@ impl Dispatcher {
                     now: at,
                 })
                 .await?;
+            let outcome = match &placed {
+                Placed::Assigned(_) => "assigned",
+                Placed::Offered(..) => "offered",
+                Placed::Lost(_) => "lost",
+            };
+            metrics::counter!("switchboard_routing_decisions_total", "outcome" => outcome)
+                .increment(1);
+            if !matches!(placed, Placed::Lost(_)) {
+                placed_here += 1;
+            }
             match placed {
                 Placed::Assigned(conv) => {
                     picture.take(&agent, ch, now);
@@ -367,6 +378,10 @@ impl Dispatcher {
                 }
             }
         }
+        metrics::gauge!("switchboard_waiting_conversations", "account" => account.to_owned())
+            .set((waiting.len() - placed_here) as f64);
+        metrics::histogram!("switchboard_routing_pass_seconds")
+            .record((ids::now_ms() - now).max(0) as f64 / 1000.0);
         // After the placements, so a burst of new arrivals never delays one.
         self.store.trace_waiting(account, &waits, now).await?;
         Ok(next)

@@ -146,6 +146,7 @@ impl Intake {
         event: NewEvent<'_>,
         dedup_keys: &[String],
     ) -> Result<Accepted, ApiError> {
+        let started = std::time::Instant::now();
         let keys: Vec<String> = dedup_keys
             .iter()
             .map(|k| format!("{}:{k}", event.source))
@@ -172,6 +173,8 @@ impl Intake {
             warn!(error = %e, "Could not mark events in the fast dedup path.");
         }
         metrics::counter!("switchboard_webhooks_total", "channel" => channel, "outcome" => outcome.as_str()).increment(1);
+        metrics::histogram!("switchboard_intake_seconds", "channel" => channel)
+            .record(started.elapsed().as_secs_f64());
         Ok(outcome)
     }
 }

@@ -264,8 +264,11 @@ fn config_failure(reason: &str) -> SendOutcome {
     })
 }
 
-/// The `message.status` event's data.
+/// The `message.status` event's data. Every published transition is built here, so this is
+/// also where transitions are counted (`switchboard_message_status_total`).
 pub fn status_event(t: &Transition) -> serde_json::Value {
+    metrics::counter!("switchboard_message_status_total", "status" => t.status.as_str())
+        .increment(1);
     let error = t
         .error
         .as_deref()

@@ -31,3 +31,30 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
         .clone()
 }
+
+/// Sets the job backlog gauges every five seconds until `shutdown` (worker nodes):
+/// `switchboard_queue_depth{job}` and `switchboard_queue_oldest_seconds{job}`, read from the
+/// store, which is the record of what is due whatever the queue backend holds.
+pub async fn watch_backlogs(
+    store: crate::store::Store,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+        match store.job_backlogs().await {
+            Ok(backlogs) => {
+                let now = crate::ids::now_ms();
+                for (job, depth, oldest) in backlogs {
+                    metrics::gauge!("switchboard_queue_depth", "job" => job).set(depth as f64);
+                    let age = oldest.map_or(0, |t| (now - t).max(0));
+                    metrics::gauge!("switchboard_queue_oldest_seconds", "job" => job)
+                        .set(age as f64 / 1000.0);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Could not read the job backlogs."),
+        }
+    }
+}

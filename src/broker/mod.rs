@@ -32,9 +32,17 @@ pub const TOPIC_CAPACITY: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(::redis::RedisError),
     #[error("the broker is shut down")]
     Closed,
+}
+
+/// Counted where it is made: `switchboard_redis_errors_total{use="broker"}`.
+impl From<::redis::RedisError> for BrokerError {
+    fn from(e: ::redis::RedisError) -> Self {
+        metrics::counter!("switchboard_redis_errors_total", "use" => "broker").increment(1);
+        BrokerError::Redis(e)
+    }
 }
 
 #[derive(Clone)]

@@ -17,7 +17,15 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(::redis::RedisError),
+}
+
+/// Counted where it is made: `switchboard_redis_errors_total{use="dedup"}`.
+impl From<::redis::RedisError> for DedupError {
+    fn from(e: ::redis::RedisError) -> Self {
+        metrics::counter!("switchboard_redis_errors_total", "use" => "dedup").increment(1);
+        DedupError::Redis(e)
+    }
 }
 
 #[derive(Clone)]

@@ -244,6 +244,31 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Work waiting per job type, across accounts: how many, and since when the oldest
+    /// (`normalize_inbound`: events still `received`; `deliver_outbound`: deliveries not yet
+    /// sent or given up; `alert_notice`: notices not yet sent or given up).
+    pub async fn job_backlogs(&self) -> Result<Vec<(&'static str, i64, Option<i64>)>, StoreError> {
+        let mut out = Vec::with_capacity(3);
+        for (job, sql) in [
+            (
+                "normalize_inbound",
+                "SELECT COUNT(*), MIN(received_at) FROM inbound_events WHERE status = 'received'",
+            ),
+            (
+                "deliver_outbound",
+                "SELECT COUNT(*), MIN(created_at) FROM outbound_deliveries WHERE state IN ('queued', 'sending', 'retry')",
+            ),
+            (
+                "alert_notice",
+                "SELECT COUNT(*), MIN(created_at) FROM alert_deliveries WHERE state IN ('due', 'sending')",
+            ),
+        ] {
+            let row = sqlx::query(sql).fetch_one(self.pool()).await?;
+            out.push((job, row.get(0), row.get(1)));
+        }
+        Ok(out)
+    }
+
     /// Conversations waiting for an agent in the account.
     pub async fn waiting_count(&self, account_id: &str) -> Result<i64, StoreError> {
         let mut tx = self.scoped(account_id).await?;

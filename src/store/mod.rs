@@ -47,11 +47,29 @@ use crate::config::DatabaseConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Setup(String),
+}
+
+/// Every database error passes here, so here it is counted (`switchboard_database_errors_total`),
+/// except a unique violation, which callers expect and turn into a conflict.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        let kind = match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => None,
+            sqlx::Error::Database(_) => Some("database"),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => Some("pool"),
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) => Some("connection"),
+            _ => Some("other"),
+        };
+        if let Some(kind) = kind {
+            metrics::counter!("switchboard_database_errors_total", "kind" => kind).increment(1);
+        }
+        StoreError::Sql(e)
+    }
 }
 
 impl StoreError {

@@ -20,6 +20,7 @@ mod inboxes;
 mod limits;
 mod live;
 mod live_edges;
+mod metrics;
 mod openapi;
 mod outbound;
 mod privacy;

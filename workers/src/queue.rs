@@ -305,16 +305,28 @@ async fn run_normalize(
     job: NormalizeInbound,
     port: Data<Arc<dyn InboundPort>>,
 ) -> Result<(), BoxDynError> {
-    match normalize::handle(&job, &port).await {
-        Ok(()) => Ok(()),
+    let started = std::time::Instant::now();
+    let (outcome, result) = match normalize::handle(&job, &port).await {
+        Ok(()) => ("ok", Ok(())),
         Err(PortError::Permanent(reason)) => {
             error!(event = %job.event_id, %reason, "Normalization failed for good; quarantining.");
-            port.quarantine(&job.event_id, &reason)
+            let quarantined = port
+                .quarantine(&job.event_id, &reason)
                 .await
-                .map_err(|e| Box::new(e) as BoxDynError)
+                .map_err(|e| Box::new(e) as BoxDynError);
+            ("quarantined", quarantined)
         }
-        Err(e) => Err(Box::new(e)),
-    }
+        Err(e) => ("retry", Err(Box::new(e) as BoxDynError)),
+    };
+    observe("normalize_inbound", outcome, started);
+    result
+}
+
+/// Counts a job's outcome and times it (`switchboard_jobs_total`, `switchboard_job_seconds`).
+fn observe(job: &'static str, outcome: &'static str, started: std::time::Instant) {
+    metrics::counter!("switchboard_jobs_total", "job" => job, "outcome" => outcome).increment(1);
+    metrics::histogram!("switchboard_job_seconds", "job" => job)
+        .record(started.elapsed().as_secs_f64());
 }
 
 async fn run_deliver(
@@ -323,9 +335,15 @@ async fn run_deliver(
 ) -> Result<(), BoxDynError> {
     // The delivery record carries its own retry schedule; a failure here is the hub's (the
     // store), and the hub's sweep queues the delivery again, so the job itself is not retried.
-    if let Err(e) = port.deliver(&job.message_id).await {
-        warn!(message = %job.message_id, error = %e, "A delivery attempt could not run; the sweep will queue it again.");
-    }
+    let started = std::time::Instant::now();
+    let outcome = match port.deliver(&job.message_id).await {
+        Ok(()) => "ok",
+        Err(e) => {
+            warn!(message = %job.message_id, error = %e, "A delivery attempt could not run; the sweep will queue it again.");
+            "retry"
+        }
+    };
+    observe("deliver_outbound", outcome, started);
     Ok(())
 }
 
