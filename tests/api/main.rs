@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod console;
+mod fake_providers;
 mod helpers;
 
 mod access;
@@ -21,6 +22,9 @@ mod live;
 mod live_edges;
 mod openapi;
 mod outbound;
+mod outbound_pacing;
+mod outbound_status;
+mod outbound_twilio;
 mod privacy;
 mod routing_rules;
 mod twilio;
