@@ -164,7 +164,31 @@ async fn whatsapp_statuses_in_any_order_only_move_forward(backend: Backend) {
     let error: Value = serde_json::from_str(failed["error"].as_str().unwrap()).unwrap();
     assert_eq!(error[0]["code"], "131047", "{failed}");
     assert_eq!(error[0]["title"], "Re-engagement message");
-    assert_eq!(graph.count(), 3, "each reply sent once");
+
+    // `failed` before the send answer is stored: failed once the answer comes, with the code.
+    let release = graph.hold_next();
+    let undeliverable = reply(&hub, &agent.token, &conversation, "Fourth").await;
+    eventually("the held send", || async {
+        (graph.count() == 4).then_some(())
+    })
+    .await;
+    let errors = json!([{ "code": 131026, "title": "Message undeliverable",
+                          "message": "Message undeliverable",
+                          "error_data": { "details": "Message Undeliverable." } }]);
+    wa_status(&hub, &wamid(4), "failed", t + 10, Some(errors)).await;
+    settled(&hub).await;
+    assert_eq!(
+        message(&hub, &conversation, &undeliverable).await["status"],
+        "pending"
+    );
+    release.send(()).unwrap();
+    let failed = status_becomes(&hub, &conversation, &undeliverable, "failed").await;
+    assert_eq!(failed["provider_message_id"], wamid(4));
+    assert!(
+        failed["error"].as_str().unwrap().contains("131026"),
+        "{failed}"
+    );
+    assert_eq!(graph.count(), 4, "each reply sent once");
 
     // What the console saw, up to a note written after all of it.
     let barrier = note(&hub, &agent.token, &conversation, "barrier").await;
@@ -176,6 +200,8 @@ async fn whatsapp_statuses_in_any_order_only_move_forward(backend: Backend) {
         ["sent", "delivered", "failed"]
     );
     assert_eq!(seen[&refused][2]["error"][0]["code"], "131047");
+    assert_eq!(forward_only(&seen[&undeliverable]), ["sent", "failed"]);
+    assert_eq!(seen[&undeliverable][1]["error"][0]["code"], "131026");
     for event in seen.values().flatten() {
         assert_eq!(event["conversation_id"], conversation.as_str());
     }

@@ -1,7 +1,7 @@
 //! SMS replies through the real hub and workers against a fake Twilio Messages API that speaks
 //! PROVIDERS.md 2.7: the exact request, retry on 20429, an invalid number dead-lettered at
-//! once, a provider down for the whole retry budget and a replay after it recovers, then
-//! signed status callbacks to the URL the hub gave Twilio.
+//! once, a provider down for the whole retry budget and a replay after it recovers, a provider
+//! that does not answer in time, and signed status callbacks to the URL the hub gave Twilio.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -30,7 +30,7 @@ async fn an_sms_reply_goes_out_as_twilio_expects_and_fails_clearly(backend: Back
         &site,
         &format!(
             "[outbound]\ntwilio_base_url = \"http://{addr}\"\nretry_base_ms = 50\nmax_attempts = 2\n\
-             twilio_per_number_per_second = 100\n"
+             request_timeout_secs = 1\ntwilio_per_number_per_second = 100\n"
         ),
     )
     .await;
@@ -158,6 +158,16 @@ async fn an_sms_reply_goes_out_as_twilio_expects_and_fails_clearly(backend: Back
     assert_eq!(status, 404, "a dead letter is replayed once");
     let dead = dead_letters(&hub, &agent.token).await;
     assert_eq!(dead.len(), 1, "only the invalid number is left: {dead:?}");
+
+    // No answer within request_timeout_secs: a retry, never a silent loss. (Twilio takes no
+    // idempotency key, so had it accepted the first, the customer would get two copies:
+    // docs/OUTBOUND.md, "Duplicates".)
+    let hold = twilio.hold_next();
+    let slow = reply(&hub, &agent.token, &conversation, "Fifth").await;
+    let sent = status_becomes(&hub, &conversation, &slow, "sent").await;
+    assert_eq!(sent["provider_message_id"], twilio_sid(9));
+    assert_eq!(twilio.count(), 9, "the unanswered attempt and its retry");
+    drop(hold);
 
     hub.stop().await;
     site.cleanup().await;
