@@ -73,21 +73,28 @@ impl Pacing {
         }
     }
 
-    /// `None` when a message from `sender` to `recipient` may go now (and counts it), else how
-    /// long to wait.
-    fn wait(&self, channel: Channel, sender: &str, recipient: &str) -> Option<Duration> {
-        let now = DefaultClock::default().now();
-        let check = |limiter: &DefaultKeyedRateLimiter<String>, key: String| {
-            limiter
-                .check_key(&key)
-                .err()
-                .map(|not_until| not_until.wait_time_from(now))
-        };
+    /// The limits a message from `sender` to `recipient` must pass, in order. Each is waited
+    /// for on its own: a slot taken from the first is kept while waiting for the next, not
+    /// taken again on every look (which would spend a customer's pair allowance while waiting
+    /// for the phone number's pace). The number's wait is at most one interval, under a second,
+    /// so it never hands a delivery back and loses the pair slot.
+    fn limits(&self, channel: Channel, sender: &str, recipient: &str) -> Vec<Limit<'_>> {
         match channel {
-            Channel::Whatsapp => check(&self.whatsapp_pair, format!("{sender}>{recipient}"))
-                .or_else(|| check(&self.whatsapp_number, sender.to_owned())),
-            Channel::Sms => check(&self.twilio_number, sender.to_owned()),
-            Channel::Webchat => None,
+            Channel::Whatsapp => vec![
+                Limit {
+                    limiter: &self.whatsapp_pair,
+                    key: format!("{sender}>{recipient}"),
+                },
+                Limit {
+                    limiter: &self.whatsapp_number,
+                    key: sender.to_owned(),
+                },
+            ],
+            Channel::Sms => vec![Limit {
+                limiter: &self.twilio_number,
+                key: sender.to_owned(),
+            }],
+            Channel::Webchat => Vec::new(),
         }
     }
 
@@ -101,6 +108,23 @@ impl Pacing {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+/// One keyed limit a delivery must pass.
+struct Limit<'a> {
+    limiter: &'a DefaultKeyedRateLimiter<String>,
+    key: String,
+}
+
+impl Limit<'_> {
+    /// `None` when the message may go now (and counts it), else how long to wait.
+    fn wait(&self) -> Option<Duration> {
+        let now = DefaultClock::default().now();
+        self.limiter
+            .check_key(&self.key)
+            .err()
+            .map(|not_until| not_until.wait_time_from(now))
     }
 }
 
@@ -314,18 +338,20 @@ impl OutboundPort for Deliverer {
             }
         };
         let sender = inbox.provider_ref.as_deref().unwrap_or_default();
-        loop {
-            match self.pacing.wait(inbox.channel, sender, &message.to) {
-                None => break,
-                Some(wait) if wait <= MAX_PACING_SLEEP => tokio::time::sleep(wait).await,
-                Some(wait) => {
-                    metrics::counter!("switchboard_outbound_paced_total", "channel" => inbox.channel.as_str()).increment(1);
-                    let due = ids::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(0);
-                    return self
-                        .store
-                        .defer_delivery(&claimed.message_id, due)
-                        .await
-                        .map_err(transient);
+        for limit in self.pacing.limits(inbox.channel, sender, &message.to) {
+            loop {
+                match limit.wait() {
+                    None => break,
+                    Some(wait) if wait <= MAX_PACING_SLEEP => tokio::time::sleep(wait).await,
+                    Some(wait) => {
+                        metrics::counter!("switchboard_outbound_paced_total", "channel" => inbox.channel.as_str()).increment(1);
+                        let due = ids::now_ms() + i64::try_from(wait.as_millis()).unwrap_or(0);
+                        return self
+                            .store
+                            .defer_delivery(&claimed.message_id, due)
+                            .await
+                            .map_err(transient);
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod console;
+mod fake_providers;
 mod helpers;
 
 mod access;
@@ -23,6 +24,9 @@ mod live_edges;
 mod metrics;
 mod openapi;
 mod outbound;
+mod outbound_pacing;
+mod outbound_status;
+mod outbound_twilio;
 mod privacy;
 mod replies;
 mod routing_rules;

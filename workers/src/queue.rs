@@ -58,6 +58,11 @@ pub enum Queue {
 /// How often an idle worker looks for new jobs: the bound on queue latency when idle.
 const POLL: Duration = Duration::from_millis(20);
 
+/// The same on Redis, a network round trip (one fetch script) per look and queue. Without an
+/// interval an idle Redis worker only looked again at its heartbeat, so a job waited up to
+/// `HEARTBEAT` (5 s) before it ran.
+const REDIS_POLL: Duration = Duration::from_millis(50);
+
 /// How long a fetched job may run without a heartbeat before another worker takes it over.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
@@ -281,14 +286,14 @@ impl Queue {
                 monitor
                     .register(move |_| {
                         WorkerBuilder::new(name.clone())
-                            .backend(normalize.clone())
+                            .backend(normalize.clone().poll_with_interval(REDIS_POLL))
                             .data(port.clone())
                             .concurrency(concurrency)
                             .build(run_normalize)
                     })
                     .register(move |_| {
                         WorkerBuilder::new(delivery_name.clone())
-                            .backend(deliver.clone())
+                            .backend(deliver.clone().poll_with_interval(REDIS_POLL))
                             .data(outbound.clone())
                             .concurrency(delivery_concurrency)
                             .build(run_deliver)
