@@ -15,21 +15,21 @@ use crate::on_both_backends;
 
 /// What the fake Graph API saw: the path, the `Authorization` header and the JSON body.
 #[derive(Debug, Clone)]
-pub(crate) struct Seen {
-    pub path: String,
-    pub auth: Option<String>,
-    pub body: Value,
+struct Seen {
+    path: String,
+    auth: Option<String>,
+    body: Value,
 }
 
 #[derive(Default)]
-pub(crate) struct Graph {
-    pub seen: Mutex<Vec<Seen>>,
+struct Graph {
+    seen: Mutex<Vec<Seen>>,
     /// Answers to give, in order (status, body); then success.
-    pub script: Mutex<VecDeque<(u16, Value)>>,
+    script: Mutex<VecDeque<(u16, Value)>>,
 }
 
 /// A fake `POST /{version}/{phone-number-id}/messages` on port 0.
-pub(crate) async fn fake_graph() -> (Arc<Graph>, SocketAddr) {
+async fn fake_graph() -> (Arc<Graph>, SocketAddr) {
     async fn send(
         State(graph): State<Arc<Graph>>,
         Path((version, number)): Path<(String, String)>,
@@ -79,7 +79,7 @@ fn graph_error(code: u64, message: &str) -> Value {
 }
 
 /// A customer writes at `sent` (Unix seconds); returns their conversation's id.
-pub(crate) async fn customer_wrote(hub: &TestHub, wa_id: &str, sent: u64) -> String {
+async fn customer_wrote(hub: &TestHub, wa_id: &str, sent: u64) -> String {
     let body = wa_envelope(
         PHONE_NUMBER_ID,
         json!([{ "profile": { "name": "Ada" }, "wa_id": wa_id }]),
@@ -96,14 +96,14 @@ pub(crate) async fn customer_wrote(hub: &TestHub, wa_id: &str, sent: u64) -> Str
     .await
 }
 
-pub(crate) fn now_secs() -> u64 {
+fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
 }
 
-pub(crate) async fn message(hub: &TestHub, conversation: &str, id: &str) -> Value {
+async fn message(hub: &TestHub, conversation: &str, id: &str) -> Value {
     let (_, page) = hub
         .get(&format!("/v1/conversations/{conversation}/messages"))
         .await;
@@ -116,12 +116,7 @@ pub(crate) async fn message(hub: &TestHub, conversation: &str, id: &str) -> Valu
         .unwrap_or(Value::Null)
 }
 
-pub(crate) async fn status_becomes(
-    hub: &TestHub,
-    conversation: &str,
-    id: &str,
-    status: &str,
-) -> Value {
+async fn status_becomes(hub: &TestHub, conversation: &str, id: &str, status: &str) -> Value {
     eventually(&format!("{id} to be {status}"), || async {
         let m = message(hub, conversation, id).await;
         (m["status"] == status).then_some(m)

@@ -9,9 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::fake_providers::flow::{sms_customer, status_becomes, whatsapp_customer};
+use crate::fake_providers::{TWILIO_SID, fake_graph, fake_twilio, twilio_basic_auth};
 use crate::helpers::{Backend, Site, TestHub, TestUser, eventually};
 use crate::on_both_backends;
-use crate::outbound::{customer_wrote, fake_graph, now_secs, status_becomes};
 
 const WA_INBOX: &str = "inb_support-wa";
 
@@ -50,6 +51,13 @@ async fn fake_media() -> SocketAddr {
     addr
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// Posts a reply; returns status and body.
 async fn reply(hub: &TestHub, agent: &TestUser, conversation: &str, body: Value) -> (u16, Value) {
     hub.call(
@@ -82,7 +90,7 @@ async fn media_and_template_replies_carry_exactly_what_whatsapp_expects(backend:
     )
     .await;
     let admin = site.user("super_admin", None, &[]).await;
-    let conversation = customer_wrote(&hub, "15555550123", now_secs()).await;
+    let conversation = whatsapp_customer(&hub, "15555550123").await;
     let first = hub.messages(&conversation).await[0].clone();
     let (inbound, inbound_wamid) = (first["id"].as_str().unwrap(), &first["provider_message_id"]);
     let url = |name: &str| format!("http://{media}/media/{name}");
@@ -144,10 +152,10 @@ async fn media_and_template_replies_carry_exactly_what_whatsapp_expects(backend:
     status_becomes(&hub, &conversation, sent["id"].as_str().unwrap(), "sent").await;
 
     {
-        let seen = graph.seen.lock().unwrap();
+        let seen: Vec<Value> = graph.seen().iter().map(|r| r.json()).collect();
         assert_eq!(seen.len(), 3, "{seen:?}");
         assert_eq!(
-            seen[0].body,
+            seen[0],
             json!({ "messaging_product": "whatsapp", "recipient_type": "individual",
                     "to": "15555550123", "type": "image",
                     "image": { "link": url("photo.jpg"), "caption": "Your parcel" },
@@ -155,12 +163,12 @@ async fn media_and_template_replies_carry_exactly_what_whatsapp_expects(backend:
                     "biz_opaque_callback_data": image_id })
         );
         assert_eq!(
-            seen[1].body["document"],
+            seen[1]["document"],
             json!({ "link": url("report.pdf"), "filename": "report.pdf" })
         );
-        assert_eq!(seen[1].body["type"], "document");
+        assert_eq!(seen[1]["type"], "document");
         assert_eq!(
-            seen[2].body,
+            seen[2],
             json!({ "messaging_product": "whatsapp", "recipient_type": "individual",
                     "to": "15555550123", "type": "template",
                     "template": { "name": "order_update", "language": { "code": "en_US" },
@@ -292,7 +300,7 @@ async fn media_and_template_replies_carry_exactly_what_whatsapp_expects(backend:
     assert_eq!(status, 201, "{late_template}");
     status_becomes(&hub, &late, late_template["id"].as_str().unwrap(), "sent").await;
     // Nothing refused reached the provider.
-    assert_eq!(graph.seen.lock().unwrap().len(), 4);
+    assert_eq!(graph.count(), 4);
 
     hub.stop().await;
     site.cleanup().await;
@@ -323,7 +331,7 @@ async fn media_urls_a_provider_cannot_reach_are_refused(backend: Backend) {
     let site = Site::new(backend);
     let hub = TestHub::start(&site).await;
     let admin = site.user("super_admin", None, &[]).await;
-    let conversation = customer_wrote(&hub, "15555550124", now_secs()).await;
+    let conversation = whatsapp_customer(&hub, "15555550124").await;
     let message = refused(
         reply(
             &hub,
@@ -349,7 +357,7 @@ async fn canned_responses_and_templates_are_managed_and_fill_replies(backend: Ba
     .await;
     let admin = site.user("super_admin", None, &[]).await;
     let agent = site.user("agent", None, &[]).await;
-    let conversation = customer_wrote(&hub, "15555550125", now_secs()).await;
+    let conversation = whatsapp_customer(&hub, "15555550125").await;
     let call = |method: Method, path: &str, token: &str, body: Option<Value>| {
         let path = path.to_owned();
         let token = token.to_owned();
@@ -457,7 +465,7 @@ async fn canned_responses_and_templates_are_managed_and_fill_replies(backend: Ba
     let text = "Hi Ada, order A-1001 ships today. Test User Thanks!";
     assert_eq!(sent["content"], json!({ "type": "text", "text": text }));
     status_becomes(&hub, &conversation, sent["id"].as_str().unwrap(), "sent").await;
-    assert_eq!(graph.seen.lock().unwrap()[0].body["text"]["body"], text);
+    assert_eq!(graph.seen()[0].json()["text"]["body"], text);
     // By id too, with a built-in overridden.
     let (status, by_id) = reply(
         &hub,
@@ -671,7 +679,120 @@ async fn canned_responses_and_templates_are_managed_and_fill_replies(backend: Ba
     site.cleanup().await;
 }
 
+async fn media_and_template_replies_carry_exactly_what_twilio_expects(backend: Backend) {
+    let (twilio, twilio_addr) = fake_twilio().await;
+    let media = fake_media().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            "[outbound]\ntwilio_base_url = \"http://{twilio_addr}\"\nretry_base_ms = 50\nallow_private_media_urls = true\n"
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let customer = "+14155550199";
+    let conversation = sms_customer(&hub, customer).await;
+    let content_sid = "HX0123456789abcdef0123456789abcdef";
+    let (status, template) = hub
+        .call(
+            Method::POST,
+            "/v1/admin/templates",
+            &admin.token,
+            Some(
+                json!({ "inbox_id": "inb_support-sms", "name": content_sid, "language": "en",
+                         "body": "Order {{1}} ships {{2}}." }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    let url = format!("http://{media}/media/photo.jpg");
+
+    let (status, image) = reply(
+        &hub,
+        &admin,
+        &conversation,
+        json!({ "media": { "kind": "image", "url": url, "caption": "Your parcel" } }),
+    )
+    .await;
+    assert_eq!(status, 201, "{image}");
+    status_becomes(&hub, &conversation, image["id"].as_str().unwrap(), "sent").await;
+    let (status, sent) = reply(
+        &hub,
+        &admin,
+        &conversation,
+        json!({ "template": { "name": content_sid, "language": "en", "parameters": ["A-1001", "Friday"] } }),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    status_becomes(&hub, &conversation, sent["id"].as_str().unwrap(), "sent").await;
+
+    let seen = twilio.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let callback = format!(
+        "{}/webhooks/twilio/support-sms/status",
+        crate::helpers::PUBLIC_URL
+    );
+    let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    for r in &seen {
+        assert_eq!(
+            r.path,
+            format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+        );
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(twilio_basic_auth().as_str())
+        );
+    }
+    assert_eq!(
+        seen[0].form(),
+        owned(&[
+            ("To", customer),
+            ("From", "+14155550100"),
+            ("Body", "Your parcel"),
+            ("MediaUrl", &url),
+            ("StatusCallback", &callback)
+        ])
+    );
+    assert_eq!(
+        seen[1].form(),
+        owned(&[
+            ("To", customer),
+            ("From", "+14155550100"),
+            ("ContentSid", content_sid),
+            ("ContentVariables", r#"{"1":"A-1001","2":"Friday"}"#),
+            ("StatusCallback", &callback)
+        ])
+    );
+
+    // SMS limits: 1600 characters of text, and of a caption.
+    let long = "x".repeat(1601);
+    refused(
+        reply(&hub, &admin, &conversation, json!({ "text": long })).await,
+        "text",
+    );
+    refused(
+        reply(
+            &hub,
+            &admin,
+            &conversation,
+            json!({ "media": { "kind": "image", "url": url, "caption": long } }),
+        )
+        .await,
+        "media.caption",
+    );
+    assert_eq!(twilio.count(), 2);
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    media_and_template_replies_carry_exactly_what_twilio_expects,
     media_and_template_replies_carry_exactly_what_whatsapp_expects,
     canned_responses_and_templates_are_managed_and_fill_replies,
 );
