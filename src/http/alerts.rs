@@ -20,15 +20,24 @@ use crate::store::alerts::Alert;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/alerts", get(list_alerts))
-        .route("/v1/admin/alert-rules", get(list_rules).post(create_rule))
+        .route(
+            "/v1/admin/alert-rules",
+            get(list_alert_rules).post(create_alert_rule),
+        )
         .route(
             "/v1/admin/alert-rules/{name}",
-            put(replace_rule).delete(delete_rule),
+            put(replace_alert_rule).delete(delete_alert_rule),
         )
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(list_alerts, list_rules, create_rule, replace_rule, delete_rule))]
+#[openapi(paths(
+    list_alerts,
+    list_alert_rules,
+    create_alert_rule,
+    replace_alert_rule,
+    delete_alert_rule
+))]
 pub struct AlertsApi;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -95,7 +104,7 @@ async fn list_alerts(
 
 /// A rule in force.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RuleOut {
+pub struct AlertRuleOut {
     /// `config` (declared in `[alerts]`, or shipped) or `api` (added over REST).
     pub source: &'static str,
     pub name: String,
@@ -110,16 +119,16 @@ pub struct RuleOut {
 
 /// A destination, without its secret.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DestinationOut {
+pub struct AlertDestinationOut {
     pub name: String,
     /// `slack` or `pagerduty`.
     pub kind: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RulesOut {
-    pub rules: Vec<RuleOut>,
-    pub destinations: Vec<DestinationOut>,
+pub struct AlertRulesOut {
+    pub rules: Vec<AlertRuleOut>,
+    pub destinations: Vec<AlertDestinationOut>,
 }
 
 #[utoipa::path(
@@ -129,17 +138,17 @@ pub struct RulesOut {
     summary = "Alert rules and destinations in force",
     description = "The rules of the caller's account, from the config (`[alerts]`, including the shipped defaults) and added over REST, and its destinations, without their secrets. Requires `configure_routing`.",
     responses(
-        (status = 200, description = "The rules and destinations.", body = RulesOut),
+        (status = 200, description = "The rules and destinations.", body = AlertRulesOut),
         (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
         (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
 )]
-async fn list_rules(
+async fn list_alert_rules(
     State(state): State<AppState>,
     who: Principal,
-) -> Result<Json<RulesOut>, ApiError> {
+) -> Result<Json<AlertRulesOut>, ApiError> {
     who.require(Permission::ConfigureRouting)?;
     let config = &state.config;
     let mine = |account: &Option<String>| is_mine(&state, &who, account);
@@ -158,7 +167,7 @@ async fn list_rules(
                 .filter_map(|json| serde_json::from_str::<RuleSpec>(json).ok())
                 .map(|r| (r, "api")),
         )
-        .map(|(r, source)| RuleOut {
+        .map(|(r, source)| AlertRuleOut {
             source,
             name: r.name,
             signal: r.signal,
@@ -175,12 +184,12 @@ async fn list_rules(
         .destinations
         .iter()
         .filter(|d| mine(&d.account))
-        .map(|d| DestinationOut {
+        .map(|d| AlertDestinationOut {
             name: d.name.clone(),
             kind: d.kind.clone(),
         })
         .collect();
-    Ok(Json(RulesOut {
+    Ok(Json(AlertRulesOut {
         rules,
         destinations,
     }))
@@ -250,7 +259,7 @@ const IN_CONFIG: &str = "a rule of this name is declared in the config; choose a
     ),
     security(("bearer" = [])),
 )]
-async fn create_rule(
+async fn create_alert_rule(
     State(state): State<AppState>,
     who: Principal,
     RawBody(body): RawBody,
@@ -295,7 +304,7 @@ async fn create_rule(
     ),
     security(("bearer" = [])),
 )]
-async fn replace_rule(
+async fn replace_alert_rule(
     State(state): State<AppState>,
     who: Principal,
     Path(name): Path<String>,
@@ -337,7 +346,7 @@ async fn replace_rule(
     ),
     security(("bearer" = [])),
 )]
-async fn delete_rule(
+async fn delete_alert_rule(
     State(state): State<AppState>,
     who: Principal,
     Path(name): Path<String>,

@@ -192,7 +192,7 @@ const CSV_HEADER: [&str; 12] = [
 /// A cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, tab or CR is
 /// prefixed with `'` (OWASP's advice against CSV injection). Audit cells hold values anyone can
 /// choose, such as a failed login's user agent.
-fn inert(cell: String) -> String {
+pub(crate) fn inert(cell: String) -> String {
     if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{cell}")
     } else {

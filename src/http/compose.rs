@@ -34,7 +34,7 @@ pub struct ReplyBody {
     pub media: Option<MediaIn>,
     /// WhatsApp and SMS: a template registered for the inbox (`/v1/admin/templates`). The one
     /// kind of reply WhatsApp accepts more than 24 hours after the customer last wrote.
-    pub template: Option<TemplateIn>,
+    pub template: Option<TemplateSend>,
     /// A canned response's id (`cnd_…`) or short code; its `{{variables}}` are filled from the
     /// conversation (`contact.name`, `contact.phone`, `agent.name`) and from `variables`.
     pub canned_response: Option<String>,
@@ -69,7 +69,7 @@ pub struct MediaIn {
 /// Content SID (`HX…`) and the language it was registered with.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TemplateIn {
+pub struct TemplateSend {
     pub name: String,
     pub language: String,
     /// Positional body parameters, `{{1}}` first.

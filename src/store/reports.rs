@@ -1,4 +1,5 @@
-//! SLA reports: volumes and first-response times over the conversations a scope reaches.
+//! Reports over the conversations a scope reaches: SLA (volumes and first-response times) and
+//! volume (conversations and messages per channel, inbox, team or agent).
 
 use std::collections::BTreeMap;
 
@@ -125,5 +126,120 @@ impl Store {
                 .collect(),
             truncated,
         })
+    }
+}
+
+/// What a volume report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Channel,
+    Inbox,
+    Team,
+    Agent,
+}
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "channel" => Some(GroupBy::Channel),
+            "inbox" => Some(GroupBy::Inbox),
+            "team" => Some(GroupBy::Team),
+            "agent" => Some(GroupBy::Agent),
+            _ => None,
+        }
+    }
+
+    /// The conversations column; from this fixed list only, so it can be written into SQL.
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Channel => "channel",
+            GroupBy::Inbox => "inbox_id",
+            GroupBy::Team => "team_id",
+            GroupBy::Agent => "assignee_id",
+        }
+    }
+}
+
+/// One group of a volume report.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct VolumeRow {
+    /// The channel, inbox id, team id or agent id; `null` for conversations without one (no
+    /// team, not assigned).
+    pub key: Option<String>,
+    /// Conversations created in the window.
+    pub conversations: i64,
+    /// Of those, resolved by now.
+    pub resolved: i64,
+    /// Messages from customers in the window.
+    pub inbound_messages: i64,
+    /// Replies sent in the window (notes excluded).
+    pub outbound_messages: i64,
+}
+
+impl Store {
+    /// Conversations created and messages exchanged in `[since, until)` that the scope
+    /// reaches, per group, ordered by key.
+    pub async fn volume_report(
+        &self,
+        account_id: &str,
+        scope: &RecordScope,
+        group_by: GroupBy,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<VolumeRow>, StoreError> {
+        let column = group_by.column();
+        let conversations_sql = format!(
+            "SELECT {column}, COUNT(*), CAST(SUM(CASE WHEN status = 'resolved' THEN 1 ELSE 0 END) AS BIGINT) \
+             FROM conversations WHERE account_id = $1 AND created_at >= $2 AND created_at < $3{} \
+             GROUP BY {column}",
+            in_scope!("$4", "$5", "$6")
+        );
+        let messages_sql = format!(
+            "SELECT c.{column}, m.direction, COUNT(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.account_id = $1 AND m.created_at >= $2 AND m.created_at < $3 \
+             AND m.direction IN ('inbound', 'outbound') \
+             AND m.conversation_id IN (SELECT id FROM conversations WHERE account_id = $1{}) \
+             GROUP BY c.{column}, m.direction",
+            in_scope!("$4", "$5", "$6")
+        );
+        let mut tx = self.scoped(account_id).await?;
+        let mut groups: BTreeMap<Option<String>, VolumeRow> = BTreeMap::new();
+        for row in sqlx::query(sqlx::AssertSqlSafe(conversations_sql))
+            .bind(account_id)
+            .bind(since_ms)
+            .bind(until_ms)
+            .bind(scope.kind())
+            .bind(scope.branch_id.as_deref())
+            .bind(scope.user_id.as_deref())
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let g = groups.entry(row.get(0)).or_default();
+            g.conversations = row.get(1);
+            g.resolved = row.get::<Option<i64>, _>(2).unwrap_or(0);
+        }
+        for row in sqlx::query(sqlx::AssertSqlSafe(messages_sql))
+            .bind(account_id)
+            .bind(since_ms)
+            .bind(until_ms)
+            .bind(scope.kind())
+            .bind(scope.branch_id.as_deref())
+            .bind(scope.user_id.as_deref())
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let g = groups.entry(row.get(0)).or_default();
+            let n: i64 = row.get(2);
+            if row.get::<String, _>(1) == "inbound" {
+                g.inbound_messages = n;
+            } else {
+                g.outbound_messages = n;
+            }
+        }
+        tx.commit().await?;
+        Ok(groups
+            .into_iter()
+            .map(|(key, row)| VolumeRow { key, ..row })
+            .collect())
     }
 }

@@ -29,6 +29,7 @@ mod outbound_status;
 mod outbound_twilio;
 mod privacy;
 mod replies;
+mod reports;
 mod routing_rules;
 mod twilio;
 mod webchat;

@@ -791,7 +791,43 @@ async fn media_and_template_replies_carry_exactly_what_twilio_expects(backend: B
     site.cleanup().await;
 }
 
+async fn a_customer_known_only_by_bsuid_is_addressed_by_recipient(backend: Backend) {
+    let (graph, graph_addr) = fake_graph().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!("[outbound]\nwhatsapp_base_url = \"http://{graph_addr}\"\nretry_base_ms = 50\n"),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let bsuid = "US.13491208655302741918";
+    let body = crate::helpers::wa_envelope(
+        crate::helpers::PHONE_NUMBER_ID,
+        json!([{ "profile": { "name": "Grace" }, "user_id": bsuid }]),
+        json!([{ "from_user_id": bsuid, "id": "wamid.bsuid.1", "timestamp": now_secs().to_string(),
+                 "type": "text", "text": { "body": "hello" } }]),
+        json!([]),
+    );
+    assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
+    let conversation = eventually("the conversation", || async {
+        hub.conversations()
+            .await
+            .first()
+            .and_then(|c| c["id"].as_str().map(str::to_owned))
+    })
+    .await;
+    let (status, sent) = reply(&hub, &admin, &conversation, json!({ "text": "Hi Grace" })).await;
+    assert_eq!(status, 201, "{sent}");
+    status_becomes(&hub, &conversation, sent["id"].as_str().unwrap(), "sent").await;
+    let body = graph.seen()[0].json();
+    assert_eq!(body["recipient"], bsuid, "{body}");
+    assert!(body.get("to").is_none(), "{body}");
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    a_customer_known_only_by_bsuid_is_addressed_by_recipient,
     media_and_template_replies_carry_exactly_what_twilio_expects,
     media_and_template_replies_carry_exactly_what_whatsapp_expects,
     canned_responses_and_templates_are_managed_and_fill_replies,
