@@ -24,6 +24,7 @@ pub mod live;
 pub mod outbound;
 #[cfg(test)]
 mod redis_testing;
+pub mod sla;
 pub mod store;
 pub mod telemetry;
 
