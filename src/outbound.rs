@@ -207,21 +207,9 @@ impl Deliverer {
             Auth::Bearer(token) => builder.bearer_auth(token),
             Auth::Basic(user, password) => builder.basic_auth(user, Some(password)),
         };
-        let response = match builder.send().await {
-            Ok(response) => response,
-            Err(e) if e.is_timeout() => return SendOutcome::Failed(SendFailure::timeout()),
-            Err(e) => return SendOutcome::Failed(SendFailure::unreachable(e)),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(e) if e.is_timeout() => return SendOutcome::Failed(SendFailure::timeout()),
-            Err(e) => return SendOutcome::Failed(SendFailure::unreachable(e)),
+        let (status, retry_after, body) = match exchange(builder).await {
+            Ok(answer) => answer,
+            Err(failure) => return SendOutcome::Failed(failure),
         };
         match inbox.channel {
             Channel::Whatsapp => whatsapp::send_outcome(status, retry_after.as_deref(), &body),
@@ -378,6 +366,30 @@ impl OutboundPort for Deliverer {
             SendOutcome::Failed(failure) => self.fail(&claimed, inbox.channel, &failure).await,
         }
     }
+}
+
+/// Sends a provider request and reads its answer: the status, the `Retry-After` header and the
+/// body. No answer at all is a [`SendFailure`] (timeout or unreachable), for the caller to
+/// retry like a transient error.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(u16, Option<String>, bytes::Bytes), SendFailure> {
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            SendFailure::timeout()
+        } else {
+            SendFailure::unreachable(e.without_url())
+        }
+    };
+    let response = request.send().await.map_err(failed)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(failed)?;
+    Ok((status, retry_after, body))
 }
 
 /// The delay before attempt `attempt + 1`: full jitter over a ceiling that doubles from

@@ -206,27 +206,12 @@ impl Sender {
         request: ProviderRequest,
         kind: &str,
     ) -> Result<(), SendFailure> {
-        let response = self
+        let request = self
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, request.content_type)
-            .body(request.body)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    SendFailure::timeout()
-                } else {
-                    SendFailure::unreachable(e.without_url())
-                }
-            })?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
+            .body(request.body);
+        let (status, retry_after, body) = crate::outbound::exchange(request).await?;
         if kind == "slack" {
             slack::outcome(status, retry_after.as_deref(), &body)
         } else {

@@ -189,6 +189,21 @@ const CSV_HEADER: [&str; 12] = [
     "after",
 ];
 
+/// `body` as a `text/csv` attachment named `{name}.csv` (`name` is one of the hub's own).
+pub(crate) fn csv_attachment(body: Vec<u8>, name: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.csv\""))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    response
+}
+
 /// A cell a spreadsheet will not run: text starting with `=`, `+`, `-`, `@`, tab or CR is
 /// prefixed with `'` (OWASP's advice against CSV injection). Audit cells hold values anyone can
 /// choose, such as a failed login's user agent.
@@ -279,16 +294,8 @@ pub(crate) async fn export_csv(
         cursor = batch.last().map(|r| r.id.clone());
     }
     let body = writer.into_inner().map_err(ApiError::internal)?;
-    let mut response = body.into_response();
+    let mut response = csv_attachment(body, "audit");
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"audit.csv\""),
-    );
     headers.insert(ROW_CAP_HEADER, EXPORT_ROW_CAP.into());
     headers.insert(
         TRUNCATED_HEADER,

@@ -5,7 +5,6 @@
 //! with `format=csv`.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -75,7 +74,7 @@ fn csv_wanted(format: Option<&str>) -> Result<bool, ApiError> {
 
 /// A CSV attachment of `rows` under `header`, every cell made inert for spreadsheets.
 fn csv_response(
-    name: &str,
+    name: &'static str,
     header_row: &[&str],
     rows: Vec<Vec<String>>,
 ) -> Result<Response, ApiError> {
@@ -89,18 +88,7 @@ fn csv_response(
             .map_err(ApiError::internal)?;
     }
     let body = writer.into_inner().map_err(ApiError::internal)?;
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
-    );
-    let disposition = format!("attachment; filename=\"{name}.csv\"");
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_str(&disposition).map_err(ApiError::internal)?,
-    );
-    Ok(response)
+    Ok(super::audit::csv_attachment(body, name))
 }
 
 fn opt(v: Option<i64>) -> String {

@@ -58,6 +58,14 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// A hub with `extra` config on a fresh site, and a super admin.
+async fn start(backend: Backend, extra: &str) -> (Site, TestHub, TestUser) {
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(&site, extra).await;
+    let admin = site.user("super_admin", None, &[]).await;
+    (site, hub, admin)
+}
+
 /// Posts a reply; returns status and body.
 async fn reply(hub: &TestHub, agent: &TestUser, conversation: &str, body: Value) -> (u16, Value) {
     hub.call(
@@ -81,15 +89,7 @@ fn refused(result: (u16, Value), field: &str) -> String {
 async fn media_and_template_replies_carry_exactly_what_whatsapp_expects(backend: Backend) {
     let (graph, graph_addr) = fake_graph().await;
     let media = fake_media().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start_with(
-        &site,
-        &format!(
-            "[outbound]\nwhatsapp_base_url = \"http://{graph_addr}\"\nretry_base_ms = 50\nallow_private_media_urls = true\n"
-        ),
-    )
-    .await;
-    let admin = site.user("super_admin", None, &[]).await;
+    let (site, hub, admin) = start(backend, &format!("[outbound]\nwhatsapp_base_url = \"http://{graph_addr}\"\nretry_base_ms = 50\nallow_private_media_urls = true\n")).await;
     let conversation = whatsapp_customer(&hub, "15555550123").await;
     let first = hub.messages(&conversation).await[0].clone();
     let (inbound, inbound_wamid) = (first["id"].as_str().unwrap(), &first["provider_message_id"]);
@@ -328,9 +328,7 @@ async fn customer_wrote_in_another(hub: &TestHub, wa_id: &str, sent: u64, first:
 
 async fn media_urls_a_provider_cannot_reach_are_refused(backend: Backend) {
     let media = fake_media().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start(&site).await;
-    let admin = site.user("super_admin", None, &[]).await;
+    let (site, hub, admin) = start(backend, "").await;
     let conversation = whatsapp_customer(&hub, "15555550124").await;
     let message = refused(
         reply(
@@ -349,13 +347,11 @@ async fn media_urls_a_provider_cannot_reach_are_refused(backend: Backend) {
 
 async fn canned_responses_and_templates_are_managed_and_fill_replies(backend: Backend) {
     let (graph, graph_addr) = fake_graph().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start_with(
-        &site,
+    let (site, hub, admin) = start(
+        backend,
         &format!("[outbound]\nwhatsapp_base_url = \"http://{graph_addr}\"\nretry_base_ms = 50\n"),
     )
     .await;
-    let admin = site.user("super_admin", None, &[]).await;
     let agent = site.user("agent", None, &[]).await;
     let conversation = whatsapp_customer(&hub, "15555550125").await;
     let call = |method: Method, path: &str, token: &str, body: Option<Value>| {
@@ -682,15 +678,7 @@ async fn canned_responses_and_templates_are_managed_and_fill_replies(backend: Ba
 async fn media_and_template_replies_carry_exactly_what_twilio_expects(backend: Backend) {
     let (twilio, twilio_addr) = fake_twilio().await;
     let media = fake_media().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start_with(
-        &site,
-        &format!(
-            "[outbound]\ntwilio_base_url = \"http://{twilio_addr}\"\nretry_base_ms = 50\nallow_private_media_urls = true\n"
-        ),
-    )
-    .await;
-    let admin = site.user("super_admin", None, &[]).await;
+    let (site, hub, admin) = start(backend, &format!("[outbound]\ntwilio_base_url = \"http://{twilio_addr}\"\nretry_base_ms = 50\nallow_private_media_urls = true\n")).await;
     let customer = "+14155550199";
     let conversation = sms_customer(&hub, customer).await;
     let content_sid = "HX0123456789abcdef0123456789abcdef";
@@ -793,13 +781,11 @@ async fn media_and_template_replies_carry_exactly_what_twilio_expects(backend: B
 
 async fn a_customer_known_only_by_bsuid_is_addressed_by_recipient(backend: Backend) {
     let (graph, graph_addr) = fake_graph().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start_with(
-        &site,
+    let (site, hub, admin) = start(
+        backend,
         &format!("[outbound]\nwhatsapp_base_url = \"http://{graph_addr}\"\nretry_base_ms = 50\n"),
     )
     .await;
-    let admin = site.user("super_admin", None, &[]).await;
     let bsuid = "US.13491208655302741918";
     let body = crate::helpers::wa_envelope(
         crate::helpers::PHONE_NUMBER_ID,
@@ -843,9 +829,7 @@ mod media_urls_a_provider_cannot_reach_are_refused {
 
 async fn a_web_chat_visitor_gets_a_media_reply_live(backend: Backend) {
     let media = fake_media().await;
-    let site = Site::new(backend);
-    let hub = TestHub::start_with(&site, "[outbound]\nallow_private_media_urls = true\n").await;
-    let admin = site.user("super_admin", None, &[]).await;
+    let (site, hub, admin) = start(backend, "[outbound]\nallow_private_media_urls = true\n").await;
     let session: Value = hub
         .client
         .post(hub.url("/v1/webchat/website/sessions"))
