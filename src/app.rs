@@ -181,6 +181,17 @@ pub async fn run(
             crate::telemetry::watch_backlogs(store, token).await;
             Ok(())
         });
+        let watcher = crate::sla::watch::Watcher {
+            store: backends.store.clone(),
+            events: events.clone(),
+            tally: tally.clone(),
+            every: Duration::from_millis(config.sla.check_every_ms),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            watcher.run(token).await;
+            Ok(())
+        });
         let queued = Arc::new(tokio::sync::Notify::new());
         let evaluator =
             crate::alerts::watch::Evaluator::new(backends.store.clone(), &config, queued.clone())

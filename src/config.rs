@@ -48,6 +48,7 @@ pub struct Config {
     pub live: LiveConfig,
     pub outbound: OutboundConfig,
     pub alerts: AlertsConfig,
+    pub sla: SlaConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -193,6 +194,13 @@ pub struct OutboundConfig {
     /// Accept media URLs on loopback and private addresses (tests, or a provider inside the
     /// same network). Off: such URLs are refused, since a provider could never fetch them.
     pub allow_private_media_urls: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlaConfig {
+    /// How often each worker node looks at the SLA clocks of open conversations.
+    pub check_every_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -432,6 +440,9 @@ impl Config {
                 "alerts.evaluate_every_ms",
                 "must be 100 to 3600000",
             ));
+        }
+        if !(100..=3_600_000).contains(&self.sla.check_every_ms) {
+            return Err(invalid("sla.check_every_ms", "must be 100 to 3600000"));
         }
         if !(1..=50).contains(&alerts.max_attempts) {
             return Err(invalid("alerts.max_attempts", "must be 1 to 50"));

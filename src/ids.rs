@@ -28,6 +28,8 @@ pub const CANNED_RESPONSE: &str = "cnd";
 pub const TEMPLATE: &str = "tpl";
 pub const ALERT: &str = "alr";
 pub const ALERT_DELIVERY: &str = "ald";
+pub const SLA_POLICY: &str = "sla";
+pub const SLA_EVENT: &str = "sle";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -1,3 +1,36 @@
+-- SLA policies (docs/ALERTS.md, "SLA"): response and resolution budgets per inbox or team, in
+-- business hours (`hours`, JSON sla::HoursSpec; NULL is round the clock).
+CREATE TABLE sla_policies (
+    id                   TEXT PRIMARY KEY,
+    account_id           TEXT NOT NULL REFERENCES accounts(id),
+    name                 TEXT NOT NULL,
+    inbox_id             TEXT,
+    team_id              TEXT,
+    first_response_secs  BIGINT NOT NULL,
+    next_response_secs   BIGINT,
+    resolution_secs      BIGINT,
+    warning_secs         BIGINT NOT NULL,
+    hours                TEXT,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX sla_policies_name ON sla_policies (account_id, name);
+
+-- Each warning and breach of a conversation's SLA clock, once: the watcher on every worker
+-- node inserts, and only the insert that lands publishes the event.
+CREATE TABLE sla_events (
+    id               TEXT PRIMARY KEY,
+    account_id       TEXT NOT NULL REFERENCES accounts(id),
+    conversation_id  TEXT NOT NULL REFERENCES conversations(id),
+    policy_id        TEXT NOT NULL,
+    metric           TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    started_at       BIGINT NOT NULL,
+    due_at           BIGINT NOT NULL,
+    at               BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX sla_events_once ON sla_events (conversation_id, policy_id, metric, kind, started_at);
+
 -- Alerting (docs/ALERTS.md): counters of signals the request path sees, each alert's phase,
 -- the history of firings and resolutions, and the notices sent to Slack and PagerDuty.
 
@@ -73,4 +106,4 @@ CREATE INDEX alert_deliveries_due ON alert_deliveries (state, next_attempt_at);
 CREATE INDEX alert_deliveries_by_alert ON alert_deliveries (alert_id);
 
 SELECT switchboard_account_wall(t)
-FROM unnest(ARRAY['alert_rules', 'signal_counts', 'alert_states', 'alerts', 'alert_deliveries']) AS t;
+FROM unnest(ARRAY['sla_policies', 'sla_events', 'alert_rules', 'signal_counts', 'alert_states', 'alerts', 'alert_deliveries']) AS t;

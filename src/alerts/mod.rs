@@ -24,13 +24,16 @@ pub enum Signal {
     /// Outbound send attempts that failed (transient or permanent) over all attempts in the
     /// window, as a percentage.
     OutboundFailureRatio,
+    /// SLA breaches recorded in the window (threshold: a count).
+    SlaBreaches,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 3] = [
+    pub const ALL: [Signal; 4] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
+        Signal::SlaBreaches,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Signal {
             Signal::QueueBacklog => "queue_backlog",
             Signal::WebhookErrorRatio => "webhook_error_ratio",
             Signal::OutboundFailureRatio => "outbound_failure_ratio",
+            Signal::SlaBreaches => "sla_breaches",
         }
     }
 
@@ -53,9 +57,9 @@ impl Signal {
         )
     }
 
-    /// Whether the signal is measured over a window (`window_secs` required): the ratios are.
+    /// Whether the signal is measured over a window (`window_secs` required).
     fn windowed(self) -> bool {
-        self.is_ratio()
+        self.is_ratio() || self == Signal::SlaBreaches
     }
 }
 

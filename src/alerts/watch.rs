@@ -29,6 +29,7 @@ pub const WEBHOOKS_ACCEPTED: &str = "webhooks.accepted";
 pub const WEBHOOKS_REFUSED: &str = "webhooks.refused";
 pub const OUTBOUND_SENT: &str = "outbound.sent";
 pub const OUTBOUND_FAILED: &str = "outbound.failed";
+pub const SLA_BREACHES: &str = "sla.breaches";
 
 /// Width of a counter bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -260,6 +261,11 @@ impl Evaluator {
                     .await?;
                 ratio(s[0], s[1])
             }
+            Signal::SlaBreaches => {
+                self.store
+                    .signal_sums(account_id, &[SLA_BREACHES], since)
+                    .await?[0] as f64
+            }
         })
     }
 
@@ -367,6 +373,11 @@ fn summary(signal: Signal, value: f64, spec: &RuleSpec) -> String {
         ),
         Signal::OutboundFailureRatio => format!(
             "{value:.1}% of send attempts failed over {} s (threshold {}%)",
+            spec.window_secs.unwrap_or(0),
+            spec.threshold
+        ),
+        Signal::SlaBreaches => format!(
+            "{value} SLA breaches over {} s (threshold {})",
             spec.window_secs.unwrap_or(0),
             spec.threshold
         ),

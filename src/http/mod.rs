@@ -17,6 +17,7 @@ pub mod reports;
 pub mod routing;
 pub mod routing_rules;
 pub mod saved_replies;
+pub mod sla;
 pub mod webchat;
 pub mod webhooks;
 pub mod ws;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dead_letters::routes())
         .merge(saved_replies::routes())
         .merge(alerts::routes())
+        .merge(sla::routes())
         .merge(routing::routes())
         .merge(ws::routes())
         .merge(health::routes())

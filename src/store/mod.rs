@@ -31,6 +31,7 @@ pub mod routing_rules;
 pub mod saved_replies;
 pub mod sessions;
 pub mod signin;
+pub mod sla;
 pub mod user_admin;
 pub mod users;
 pub mod webchat;

@@ -21,23 +21,23 @@ const ROUTING_KEY: &str = "0123456789abcdef0123456789abcdef";
 
 /// One request a fake destination got, and when.
 #[derive(Debug, Clone)]
-struct Hit {
+pub(crate) struct Hit {
     path: String,
-    body: Value,
+    pub body: Value,
     at: Instant,
 }
 
 /// A fake Slack (`POST /services/…`, `200 ok`) and PagerDuty (`POST /v2/enqueue`, `202`) on
 /// port 0, each answering from its script first: (status, `Retry-After`, body).
 #[derive(Default)]
-struct Destinations {
+pub(crate) struct Destinations {
     hits: Mutex<Vec<Hit>>,
     slack_script: Mutex<VecDeque<(u16, Option<&'static str>, &'static str)>>,
     pagerduty_script: Mutex<VecDeque<(u16, &'static str)>>,
 }
 
 impl Destinations {
-    fn hits(&self, prefix: &str) -> Vec<Hit> {
+    pub(crate) fn hits(&self, prefix: &str) -> Vec<Hit> {
         self.hits
             .lock()
             .unwrap()
@@ -48,7 +48,7 @@ impl Destinations {
     }
 }
 
-async fn fake_destinations() -> (Arc<Destinations>, SocketAddr) {
+pub(crate) async fn fake_destinations() -> (Arc<Destinations>, SocketAddr) {
     async fn slack(
         State(d): State<Arc<Destinations>>,
         uri: axum::http::Uri,

@@ -31,6 +31,7 @@ mod privacy;
 mod replies;
 mod reports;
 mod routing_rules;
+mod sla;
 mod twilio;
 mod webchat;
 mod whatsapp;

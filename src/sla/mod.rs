@@ -1,12 +1,16 @@
-//! Business hours for SLA clocks (issue 7): when a response is due if the clock only runs
-//! during a contact centre's opening hours, in its own time zone, across weekends and daylight
-//! saving changes. Pure: instants are Unix milliseconds, the time zone database is bundled
-//! (jiff's `tzdb-bundle-always`), so the answer is the same on every machine.
+//! SLA clocks (issue 7, docs/ALERTS.md "SLA"): policies, the clocks they start on a
+//! conversation, and business hours — when a response is due if the clock only runs during a
+//! contact centre's opening hours, in its own time zone, across weekends and daylight saving
+//! changes. Pure: instants are Unix milliseconds, the time zone database is bundled (jiff's
+//! `tzdb-bundle-always`), so the answer is the same on every machine. The watcher that turns
+//! clocks into `sla.warning` and `sla.breached` events is [`watch`].
 //!
 //! Opening hours are given per weekday as local wall-clock intervals (`"09:00-17:00"`,
 //! `"08:00-12:00,13:00-18:00"`, `"00:00-24:00"`). On the day clocks go forward an interval
 //! that spans the gap is shorter; on the day they go back it is longer: the clock counts real
 //! time inside the local interval, as a person at the desk would.
+
+pub mod watch;
 
 use std::collections::BTreeMap;
 
@@ -194,6 +198,123 @@ impl BusinessHours {
     }
 }
 
+/// An SLA policy as stored and as given over REST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Policy {
+    /// `sla_…`
+    pub id: String,
+    pub name: String,
+    /// The inbox whose conversations it covers; or
+    pub inbox_id: Option<String>,
+    /// the team whose conversations it covers (an inbox policy wins over a team policy).
+    pub team_id: Option<String>,
+    /// From the customer's first message to the first reply.
+    pub first_response_secs: i64,
+    /// From a customer's message after a reply to the next reply.
+    pub next_response_secs: Option<i64>,
+    /// From the conversation's start to its resolution.
+    pub resolution_secs: Option<i64>,
+    /// How long before a deadline the warning comes (business time).
+    pub warning_secs: i64,
+    /// Opening hours; `null` is round the clock.
+    pub business_hours: Option<HoursSpec>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What a clock measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    FirstResponse,
+    NextResponse,
+    Resolution,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::FirstResponse => "first_response",
+            Metric::NextResponse => "next_response",
+            Metric::Resolution => "resolution",
+        }
+    }
+}
+
+/// The moments of a conversation its clocks read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moments {
+    pub created_at: i64,
+    pub resolved_at: Option<i64>,
+    pub first_inbound_at: Option<i64>,
+    pub first_outbound_at: Option<i64>,
+    pub last_outbound_at: Option<i64>,
+    /// The first customer message after the last reply (unanswered since).
+    pub inbound_after_last_reply_at: Option<i64>,
+}
+
+/// One clock of one conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Clock {
+    /// `first_response`, `next_response` or `resolution`.
+    #[schema(value_type = String)]
+    pub metric: Metric,
+    pub started_at_ms: i64,
+    pub warn_at_ms: i64,
+    pub due_at_ms: i64,
+    /// When it stopped (the reply, the resolution); `null` while running.
+    pub stopped_at_ms: Option<i64>,
+    /// `running`, `warning` (past the warning, not yet due), `breached` (past due, or stopped
+    /// after it), or `met` (stopped in time).
+    pub state: &'static str,
+}
+
+/// The clocks `policy` (with its parsed `hours`) runs on a conversation, at `now`.
+pub fn clocks(policy: &Policy, hours: &BusinessHours, m: &Moments, now: i64) -> Vec<Clock> {
+    let s = |secs: i64| secs.saturating_mul(1000);
+    let mut budgets = Vec::new();
+    if let Some(start) = m.first_inbound_at {
+        budgets.push((
+            Metric::FirstResponse,
+            start,
+            m.first_outbound_at,
+            policy.first_response_secs,
+        ));
+    }
+    if let (Some(secs), Some(start), Some(_)) = (
+        policy.next_response_secs,
+        m.inbound_after_last_reply_at,
+        m.last_outbound_at,
+    ) {
+        budgets.push((Metric::NextResponse, start, None, secs));
+    }
+    if let Some(secs) = policy.resolution_secs {
+        budgets.push((Metric::Resolution, m.created_at, m.resolved_at, secs));
+    }
+    budgets
+        .into_iter()
+        .filter_map(|(metric, start, stopped, secs)| {
+            let due = hours.deadline(start, s(secs))?;
+            let warn = hours.deadline(start, s(secs - policy.warning_secs).max(0))?;
+            let state = match stopped {
+                Some(at) if at > due => "breached",
+                Some(_) => "met",
+                None if now >= due => "breached",
+                None if now >= warn => "warning",
+                None => "running",
+            };
+            Some(Clock {
+                metric,
+                started_at_ms: start,
+                warn_at_ms: warn,
+                due_at_ms: due,
+                stopped_at_ms: stopped,
+                state,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +439,71 @@ mod tests {
             let due = berlin.deadline(start, budget).unwrap();
             assert_eq!(berlin.elapsed(start, due), budget, "budget {budget}");
         }
+    }
+
+    #[test]
+    fn clocks_run_stop_and_breach() {
+        let policy = Policy {
+            id: "sla_1".into(),
+            name: "p".into(),
+            inbox_id: None,
+            team_id: None,
+            first_response_secs: 600,
+            next_response_secs: Some(300),
+            resolution_secs: Some(3600),
+            warning_secs: 120,
+            business_hours: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        let always = BusinessHours::always();
+        let m = Moments {
+            created_at: 0,
+            first_inbound_at: Some(0),
+            ..Moments::default()
+        };
+        let states = |m: &Moments, now| -> Vec<(Metric, &str)> {
+            clocks(&policy, &always, m, now)
+                .iter()
+                .map(|c| (c.metric, c.state))
+                .collect()
+        };
+        use Metric::*;
+        assert_eq!(
+            states(&m, 1000),
+            vec![(FirstResponse, "running"), (Resolution, "running")]
+        );
+        assert_eq!(
+            states(&m, 480_000),
+            vec![(FirstResponse, "warning"), (Resolution, "running")]
+        );
+        assert_eq!(
+            states(&m, 600_000),
+            vec![(FirstResponse, "breached"), (Resolution, "running")]
+        );
+        // Replied in time, then the customer wrote again: the next-response clock runs.
+        let replied = Moments {
+            first_outbound_at: Some(500_000),
+            last_outbound_at: Some(500_000),
+            inbound_after_last_reply_at: Some(700_000),
+            ..m.clone()
+        };
+        assert_eq!(
+            states(&replied, 1_000_001),
+            vec![
+                (FirstResponse, "met"),
+                (NextResponse, "breached"),
+                (Resolution, "running")
+            ]
+        );
+        let c = &clocks(&policy, &always, &replied, 0)[1];
+        assert_eq!((c.warn_at_ms, c.due_at_ms), (880_000, 1_000_000));
+        // Resolved late.
+        let late = Moments {
+            resolved_at: Some(4_000_000),
+            ..replied
+        };
+        assert_eq!(states(&late, 5_000_000)[2], (Resolution, "breached"));
     }
 
     #[test]
