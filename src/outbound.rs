@@ -248,6 +248,17 @@ impl Deliverer {
         metrics::counter!("switchboard_outbound_attempts_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
         self.tally
             .count(&claimed.account_id, crate::alerts::watch::OUTBOUND_FAILED);
+        let refused_credentials = match channel {
+            Channel::Whatsapp => whatsapp::send::credentials_rejected(&failure.code),
+            Channel::Sms => twilio::send::credentials_rejected(&failure.code),
+            Channel::Webchat => false,
+        };
+        if refused_credentials {
+            self.tally.count(
+                &claimed.account_id,
+                crate::alerts::watch::CREDENTIALS_REJECTED,
+            );
+        }
         if retry_at.is_some() {
             info!(message = %claimed.message_id, attempt = claimed.attempt, code = %failure.code, "Delivery failed; retrying.");
         } else {

@@ -26,14 +26,18 @@ pub enum Signal {
     OutboundFailureRatio,
     /// SLA breaches recorded in the window (threshold: a count).
     SlaBreaches,
+    /// Sends a provider refused for the inbox's credentials (an expired WhatsApp token, a bad
+    /// Twilio auth token) in the window (threshold: a count, usually 0).
+    CredentialsRejected,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 4] = [
+    pub const ALL: [Signal; 5] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
         Signal::SlaBreaches,
+        Signal::CredentialsRejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Signal {
             Signal::WebhookErrorRatio => "webhook_error_ratio",
             Signal::OutboundFailureRatio => "outbound_failure_ratio",
             Signal::SlaBreaches => "sla_breaches",
+            Signal::CredentialsRejected => "credentials_rejected",
         }
     }
 
@@ -59,7 +64,7 @@ impl Signal {
 
     /// Whether the signal is measured over a window (`window_secs` required).
     fn windowed(self) -> bool {
-        self.is_ratio() || self == Signal::SlaBreaches
+        self.is_ratio() || matches!(self, Signal::SlaBreaches | Signal::CredentialsRejected)
     }
 }
 

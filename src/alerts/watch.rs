@@ -30,6 +30,7 @@ pub const WEBHOOKS_REFUSED: &str = "webhooks.refused";
 pub const OUTBOUND_SENT: &str = "outbound.sent";
 pub const OUTBOUND_FAILED: &str = "outbound.failed";
 pub const SLA_BREACHES: &str = "sla.breaches";
+pub const CREDENTIALS_REJECTED: &str = "outbound.credentials_rejected";
 
 /// Width of a counter bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -261,10 +262,13 @@ impl Evaluator {
                     .await?;
                 ratio(s[0], s[1])
             }
-            Signal::SlaBreaches => {
-                self.store
-                    .signal_sums(account_id, &[SLA_BREACHES], since)
-                    .await?[0] as f64
+            Signal::SlaBreaches | Signal::CredentialsRejected => {
+                let name = if signal == Signal::SlaBreaches {
+                    SLA_BREACHES
+                } else {
+                    CREDENTIALS_REJECTED
+                };
+                self.store.signal_sums(account_id, &[name], since).await?[0] as f64
             }
         })
     }
@@ -380,6 +384,10 @@ fn summary(signal: Signal, value: f64, spec: &RuleSpec) -> String {
             "{value} SLA breaches over {} s (threshold {})",
             spec.window_secs.unwrap_or(0),
             spec.threshold
+        ),
+        Signal::CredentialsRejected => format!(
+            "a provider refused an inbox's credentials {value} times over {} s; replace the token",
+            spec.window_secs.unwrap_or(0)
         ),
     }
 }

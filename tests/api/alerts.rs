@@ -491,7 +491,57 @@ async fn alert_rules_over_rest_are_checked_audited_and_evaluated(backend: Backen
     site.cleanup().await;
 }
 
+async fn an_expired_whatsapp_token_pages_once(backend: Backend) {
+    use crate::fake_providers::{fake_graph, flow, graph_error};
+    let (d, addr) = fake_destinations().await;
+    let (graph, graph_addr) = fake_graph().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            r#"
+[outbound]
+whatsapp_base_url = "http://{graph_addr}"
+[alerts]
+evaluate_every_ms = 100
+default_rules = false
+[[alerts.destinations]]
+name = "ops-slack"
+kind = "slack"
+url = "http://{addr}/services/T/B/creds"
+[[alerts.rules]]
+name = "whatsapp_token"
+signal = "credentials_rejected"
+threshold = 0
+window_secs = 600
+severity = "critical"
+destinations = ["ops-slack"]
+"#
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    graph.then(
+        401,
+        graph_error(190, "Error validating access token: Session has expired"),
+    );
+    let conversation = flow::whatsapp_customer(&hub, "15555550801").await;
+    let id = flow::reply(&hub, &admin.token, &conversation, "Hello").await;
+    let failed = flow::status_becomes(&hub, &conversation, &id, "failed").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("190"),
+        "{failed}"
+    );
+    let hits = exactly(&d, "/services/", 1).await;
+    let text = hits[0].body["text"].as_str().unwrap();
+    assert!(text.starts_with("[FIRING] whatsapp_token"), "{text}");
+    assert!(text.contains("replace the token"), "{text}");
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    an_expired_whatsapp_token_pages_once,
     a_backlog_pages_slack_once_and_resolves_once,
     forged_webhooks_page_pagerduty_with_a_stable_key,
     alert_rules_over_rest_are_checked_audited_and_evaluated,

@@ -143,6 +143,11 @@ pub fn send_outcome(http_status: u16, retry_after: Option<&str>, body: &[u8]) ->
 }
 
 /// Our sentence and retryability for the codes of PROVIDERS.md §2.7.
+/// Whether a failure's code says Twilio refused the account's credentials (20003).
+pub fn credentials_rejected(code: &str) -> bool {
+    code == "20003"
+}
+
 fn known(code: i64) -> Option<(&'static str, bool)> {
     const TRANSIENT: bool = true;
     const PERMANENT: bool = false;

@@ -391,6 +391,13 @@ fn known(code: i64) -> Option<(&'static str, Class)> {
     })
 }
 
+/// Whether a failure's code says Meta refused the inbox's credentials (an expired or revoked
+/// token, a missing permission): the inbox needs an operator, not a retry.
+pub fn credentials_rejected(code: &str) -> bool {
+    code.parse::<i64>()
+        .is_ok_and(|c| matches!(c, 190 | 0 | 3 | 10 | 200..=299))
+}
+
 fn classify(status: u16, retry_after: Option<Duration>, error: &Value) -> SendFailure {
     let code = code_of(error.get("code"));
     let message = str_at(error, "message");
