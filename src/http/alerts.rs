@@ -123,6 +123,11 @@ pub struct AlertDestinationOut {
     pub name: String,
     /// `slack` or `pagerduty`.
     pub kind: String,
+    /// How its latest finished notice went: `ok`, `broken` (it refused for good: fix the
+    /// webhook URL or routing key), `failing` (out of attempts) or `unused` (nothing sent yet).
+    pub status: &'static str,
+    /// The destination's code and reason when its latest notice was not delivered.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -179,16 +184,37 @@ async fn list_alert_rules(
             destinations: r.destinations,
         })
         .collect();
-    let destinations = config
+    let mut destinations = Vec::new();
+    for d in config
         .alerts
         .destinations
         .iter()
         .filter(|d| mine(&d.account))
-        .map(|d| AlertDestinationOut {
+    {
+        let last = state.store.last_notice(&who.account_id, &d.name).await?;
+        let (status, last_error) = match last {
+            None => ("unused", None),
+            Some((state, _, _)) if state == "sent" => ("ok", None),
+            Some((state, code, reason)) => (
+                if state == "broken" {
+                    "broken"
+                } else {
+                    "failing"
+                },
+                Some(format!(
+                    "{}: {}",
+                    code.unwrap_or_default(),
+                    reason.unwrap_or_default()
+                )),
+            ),
+        };
+        destinations.push(AlertDestinationOut {
             name: d.name.clone(),
             kind: d.kind.clone(),
-        })
-        .collect();
+            status,
+            last_error,
+        });
+    }
     Ok(Json(AlertRulesOut {
         rules,
         destinations,

@@ -185,6 +185,25 @@ impl Store {
         Ok(true)
     }
 
+    /// The latest notice to `destination` of the account: its state, code and reason.
+    pub async fn last_notice(
+        &self,
+        account_id: &str,
+        destination: &str,
+    ) -> Result<Option<(String, Option<String>, Option<String>)>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
+        let row = sqlx::query(
+            "SELECT state, last_code, last_reason FROM alert_deliveries WHERE account_id = $1 \
+             AND destination = $2 AND state IN ('sent', 'broken', 'failed') ORDER BY updated_at DESC, id DESC LIMIT 1",
+        )
+        .bind(account_id)
+        .bind(destination)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
     /// Adds counts (`(account, signal, bucket start) → n`) to the shared buckets.
     pub async fn add_signal_counts(
         &self,

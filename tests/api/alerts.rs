@@ -342,9 +342,15 @@ destinations = ["oncall"]
         .await;
     assert_eq!(status, 200, "{rules}");
     assert_eq!(rules["rules"][0]["name"], "webhook_errors");
-    assert_eq!(
-        rules["destinations"],
-        json!([{ "name": "oncall", "kind": "pagerduty" }])
+    // The refusal shows on the destination too.
+    assert_eq!(rules["destinations"][0]["name"], "oncall");
+    assert_eq!(rules["destinations"][0]["status"], "broken");
+    assert!(
+        rules["destinations"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("http_400: PagerDuty refused"),
+        "{rules}"
     );
     assert!(!rules.to_string().contains(ROUTING_KEY));
 
