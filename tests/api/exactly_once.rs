@@ -51,9 +51,9 @@ async fn twenty_concurrent_redeliveries_are_one_message(backend: Backend) {
         assert_eq!(stored.len(), 3);
         node_b.stop().await;
     }
-    // Nothing more arrives after the queue is drained.
-    let events = hub.events("received").await;
-    assert!(events.is_empty(), "{events:?}");
+    // Nothing more arrives after the queue is drained. (An event is marked processed just
+    // after its last message is stored, so the drain is waited for, not assumed.)
+    crate::fake_providers::flow::settled(&hub).await;
     assert_eq!(
         hub.wait_for_messages(0).await.len(),
         if backend == Backend::Distributed {
