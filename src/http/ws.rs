@@ -7,6 +7,8 @@
 //! (admitted by its [`Viewer`]), client commands in, pings, token expiry and shutdown.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -16,12 +18,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -55,6 +57,15 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames written before one flush, when many are waiting.
 const FLUSH_EVERY: usize = 64;
+/// Bytes written before one flush, when many frames are waiting.
+const FLUSH_BYTES: usize = 32 * 1024;
+/// Frames gathered in the socket's write buffer before they go to the kernel in one write.
+/// The buffer keeps the capacity it reached, so this is also what a socket that has had
+/// several frames waiting at once keeps holding (an idle one that never did holds a few
+/// hundred bytes).
+const WRITE_BUFFER: usize = 8 * 1024;
+/// What a client frame is read into; grown to a frame's size when one is bigger.
+const READ_BUFFER: usize = 256;
 /// Rows per read while replaying.
 const REPLAY_PAGE: i64 = 500;
 /// Conversations one socket may subscribe to.
@@ -235,13 +246,14 @@ async fn console_principal(
 
 fn tuned(upgrade: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.live.max_frame_bytes;
-    // tungstenite reserves `read_buffer_size` per socket up front (128 KiB by default) and keeps
-    // a write buffer of `write_buffer_size`: consoles send small commands and we flush
-    // ourselves, so both stay small and idle sockets cost a few KiB.
+    // tungstenite reserves `read_buffer_size` per socket up front (128 KiB by default) and
+    // writes out its write buffer once it holds more than `write_buffer_size`: consoles send
+    // small commands, so the read buffer stays small; frames of a burst are gathered up to
+    // WRITE_BUFFER and written together, and `deliver` flushes the rest.
     upgrade
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max.max(64 * 1024) * 4)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max.max(64 * 1024) * 4 + WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
 }
@@ -284,7 +296,7 @@ async fn agent_socket(
         Some(Box::new(who)),
         token_exp_ms,
     );
-    Ok(tuned(upgrade, &state).on_upgrade(move |socket| spawn_session(session, socket, resume)))
+    Ok(tuned(upgrade, &state).on_upgrade(move |socket| tracked(session, socket, resume)))
 }
 
 fn not_websocket() -> ApiError {
@@ -395,14 +407,22 @@ async fn visitor_socket(
         visitor.expires_at_ms,
     );
     session.visitor_identity = Some(identity);
-    Ok(tuned(upgrade, &state).on_upgrade(move |socket| spawn_session(session, socket, resume)))
+    Ok(tuned(upgrade, &state).on_upgrade(move |socket| tracked(session, socket, resume)))
 }
 
-/// Runs a session on the node's tracker, so that shutdown can wait for its close frame.
-async fn spawn_session(session: Session, socket: WebSocket, resume: Option<i64>) {
+/// Runs a session inside the upgrade's own task (one task per socket: no second task waiting
+/// on it), tracked by the node so that shutdown can wait for its close frame.
+///
+/// The session and the socket are boxed: each future that takes one by value keeps its own
+/// copy in its state (the upgrade's closure, `run`'s arguments and its locals), so by value
+/// they would be held two or three times over for the socket's whole life.
+fn tracked(
+    session: Box<Session>,
+    socket: WebSocket,
+    resume: Option<i64>,
+) -> impl Future<Output = ()> + Send + 'static {
     let tracker = session.state.live.sessions.clone();
-    // The upgrade task is hyper's; the session is ours to track.
-    let _ = tracker.spawn(session.run(socket, resume)).await;
+    tracker.track_future(session.run(Box::new(socket), resume))
 }
 
 /// Why a session ended.
@@ -415,6 +435,10 @@ enum End {
     Shutdown,
 }
 
+/// A session's state. Every socket holds one for as long as it is open, together with its
+/// task's future, so both are kept small: the loop an idle socket waits in holds only its ring
+/// receiver and its timers, and the rare paths (the greeting and replay, commands, presence
+/// writes, closing) are boxed at their call, taking memory only while they run.
 struct Session {
     state: AppState,
     socket_id: String,
@@ -435,8 +459,6 @@ struct Session {
     visitor_identity: Option<String>,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 impl Session {
     fn new(
         state: AppState,
@@ -444,8 +466,8 @@ impl Session {
         viewer: Viewer,
         who: Option<Box<Principal>>,
         expires_at_ms: i64,
-    ) -> Self {
-        Session {
+    ) -> Box<Self> {
+        Box::new(Session {
             state,
             socket_id: ids::new("ws"),
             account_id,
@@ -457,28 +479,27 @@ impl Session {
             last_heard: Instant::now(),
             subscriptions: HashMap::new(),
             visitor_identity: None,
-        }
+        })
     }
 
     fn agent_id(&self) -> Option<&str> {
         self.who.as_ref().and_then(|w| w.user_id.as_deref())
     }
 
-    async fn run(mut self, socket: WebSocket, resume: Option<i64>) {
+    async fn run(mut self: Box<Self>, mut socket: Box<WebSocket>, resume: Option<i64>) {
         metrics::gauge!("switchboard_ws_sockets").increment(1.0);
-        let (mut sink, mut stream) = socket.split();
-        let opened = self.open_console().await;
-        let end = match self.serve(&mut sink, &mut stream, resume).await {
+        let opened = Box::pin(self.open_console()).await;
+        let end = match self.serve(&mut socket, resume).await {
             Ok(end) => end,
             // As good as lagging: it cannot keep up.
-            Err(e) if e.is::<Stalled>() => self.too_slow(&mut sink).await,
+            Err(e) if e.is::<Stalled>() => Box::pin(self.too_slow(&mut socket)).await,
             Err(e) => {
                 warn!(error = %e, "A live session failed.");
-                close_with(
-                    &mut sink,
+                Box::pin(close_with(
+                    &mut socket,
                     close::INTERNAL,
                     "internal error; reconnect with last_event_id",
-                )
+                ))
                 .await;
                 End::Closed(close::INTERNAL)
             }
@@ -486,31 +507,30 @@ impl Session {
         debug!(socket = %self.socket_id, ?end, "Socket closed.");
         // A node shutting down leaves presence alone: its consoles reconnect elsewhere.
         if opened && end != End::Shutdown {
-            self.close_console().await;
+            Box::pin(self.close_console()).await;
         }
         metrics::gauge!("switchboard_ws_sockets").decrement(1.0);
     }
 
-    async fn serve(
+    /// The greeting: joins the account's ring, sends `hello`, then replays what the socket
+    /// missed or tells it to resync. Returns the ring, read from the cursor on.
+    async fn begin(
         &mut self,
-        sink: &mut Sink,
-        stream: &mut SplitStream<WebSocket>,
+        ws: &mut WebSocket,
         resume: Option<i64>,
-    ) -> anyhow::Result<End> {
+    ) -> anyhow::Result<Receiver<Arc<LiveEvent>>> {
         let live = self.state.live.clone();
         let joined = live.fanout.join(&self.account_id).await?;
-        let mut ring = joined.rx;
-        let ping_every = Duration::from_secs(self.state.config.live.ping_secs);
         let head = self.state.store.event_head(&self.account_id).await?;
         let resumable =
             resume.filter(|n| *n >= head.pruned_through && *n <= head.last_id.max(joined.from));
         self.send(
-            sink,
+            ws,
             json!({"type": "hello", "data": {
                 "last_event_id": resumable.unwrap_or(joined.from),
                 "resumed": resumable.is_some(),
                 "node": live.node_id,
-                "ping_secs": ping_every.as_secs(),
+                "ping_secs": self.state.config.live.ping_secs,
                 "user_id": self.agent_id(),
             }})
             .to_string()
@@ -526,7 +546,7 @@ impl Session {
                 };
                 self.cursor = joined.from;
                 self.send(
-                    sink,
+                    ws,
                     json!({"type": "resync.required", "data": {"reason": reason, "last_event_id": joined.from}})
                         .to_string()
                         .into(),
@@ -535,52 +555,66 @@ impl Session {
             }
             (_, Some(after)) => {
                 self.cursor = after;
-                self.replay(sink).await?;
+                self.replay(ws).await?;
             }
             (None, None) => self.cursor = joined.from,
         }
+        Ok(joined.rx)
+    }
 
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    async fn serve(&mut self, ws: &mut WebSocket, resume: Option<i64>) -> anyhow::Result<End> {
+        let live = self.state.live.clone();
+        let mut ring = Box::pin(self.begin(ws, resume)).await?;
+        let ping_every = Duration::from_secs(self.state.config.live.ping_secs);
+        // Made once, not per turn of the loop: a socket woken for every event would otherwise
+        // register and drop a timer and a cancellation waiter each time.
+        let shutdown = live.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        // One timer for the next ping and the credentials' expiry, whichever comes first.
+        let mut next_ping = Instant::now() + ping_every;
+        let timer = tokio::time::sleep_until(self.next_timer(next_ping));
+        tokio::pin!(timer);
         loop {
-            let expiry = tokio::time::sleep(until_ms(self.expires_at_ms));
             tokio::select! {
                 biased;
-                () = live.shutdown.cancelled() => {
-                    close_with(sink, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id").await;
+                () = &mut shutdown => {
+                    Box::pin(close_with(ws, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id")).await;
                     return Ok(End::Shutdown);
                 }
-                () = expiry => {
+                () = &mut timer => {
                     if ids::now_ms() >= self.expires_at_ms {
-                        close_with(sink, close::AUTH_EXPIRED, "credentials expired; reconnect with a fresh token and last_event_id").await;
+                        Box::pin(close_with(ws, close::AUTH_EXPIRED, "credentials expired; reconnect with a fresh token and last_event_id")).await;
                         return Ok(End::Closed(close::AUTH_EXPIRED));
                     }
+                    // (Woken for the expiry a little early, the timer's clock not being the
+                    // wall clock: it is set again below.)
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        if self.last_heard.elapsed() > ping_every * 2 {
+                            return Ok(End::Gone);
+                        }
+                        timed(ws.send(Message::Ping(Default::default()))).await?;
+                        next_ping = now + ping_every;
+                    }
+                    timer.as_mut().reset(self.next_timer(next_ping));
                 }
                 received = ring.recv() => match received {
                     Ok(event) => {
-                        let mut written = usize::from(self.pass(sink, &event).await?);
-                        // Many waiting: write them all, flush once.
-                        while written < FLUSH_EVERY {
-                            match ring.try_recv() {
-                                Ok(event) => written += usize::from(self.pass(sink, &event).await?),
-                                Err(TryRecvError::Lagged(_)) => return Ok(self.too_slow(sink).await),
-                                Err(_) => break,
-                            }
-                        }
-                        if written > 0 {
-                            timed(sink.flush()).await?;
+                        if !self.deliver(ws, &mut ring, event).await? {
+                            return Ok(Box::pin(self.too_slow(ws)).await);
                         }
                     }
-                    Err(RecvError::Lagged(_)) => return Ok(self.too_slow(sink).await),
+                    Err(RecvError::Lagged(_)) => return Ok(Box::pin(self.too_slow(ws)).await),
                     Err(RecvError::Closed) => {
-                        close_with(sink, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id").await;
+                        Box::pin(close_with(ws, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id")).await;
                         return Ok(End::Shutdown);
                     }
                 },
-                frame = stream.next() => match frame {
+                frame = ws.next() => match frame {
                     None => return Ok(End::Gone),
                     Some(Err(e)) => {
                         if is_too_big(&e) {
-                            close_with(sink, close::TOO_BIG, "frame too large").await;
+                            Box::pin(close_with(ws, close::TOO_BIG, "frame too large")).await;
                             return Ok(End::Closed(close::TOO_BIG));
                         }
                         return Ok(End::Gone);
@@ -588,30 +622,60 @@ impl Session {
                     Some(Ok(message)) => {
                         self.last_heard = Instant::now();
                         match message {
-                            Message::Text(text) => self.command(sink, &text).await?,
+                            Message::Text(text) => {
+                                Box::pin(self.command(ws, &text)).await?;
+                                // An `auth` command may have moved the expiry.
+                                timer.as_mut().reset(self.next_timer(next_ping));
+                            }
                             Message::Binary(_) => {
-                                self.error(sink, None, "unsupported_frame", "send JSON text frames").await?
+                                Box::pin(self.error(ws, None, "unsupported_frame", "send JSON text frames")).await?
                             }
                             Message::Close(_) => return Ok(End::Gone),
                             Message::Ping(_) | Message::Pong(_) => {}
                         }
                         if self.errors >= MAX_ERRORS {
-                            close_with(sink, close::POLICY, "too many bad frames").await;
+                            Box::pin(close_with(ws, close::POLICY, "too many bad frames")).await;
                             return Ok(End::Closed(close::POLICY));
                         }
                     }
                 },
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > ping_every * 2 {
-                        return Ok(End::Gone);
-                    }
-                    timed(sink.send(Message::Ping(Default::default()))).await?;
-                }
             }
         }
     }
 
-    async fn too_slow(&self, sink: &mut Sink) -> End {
+    /// When the session's timer is next due: the next ping or the credentials' expiry.
+    fn next_timer(&self, next_ping: Instant) -> Instant {
+        next_ping.min(Instant::now() + until_ms(self.expires_at_ms))
+    }
+
+    /// Writes `first` and the events already waiting behind it in the ring (up to a batch),
+    /// then flushes once: a socket that fell behind catches up in few large writes instead of
+    /// one per frame. False when the socket lagged out of the ring meanwhile.
+    async fn deliver(
+        &mut self,
+        ws: &mut WebSocket,
+        ring: &mut Receiver<Arc<LiveEvent>>,
+        first: Arc<LiveEvent>,
+    ) -> anyhow::Result<bool> {
+        let mut written = self.pass(ws, &first).await?;
+        let mut frames = 1;
+        while frames < FLUSH_EVERY && written < FLUSH_BYTES {
+            match ring.try_recv() {
+                Ok(event) => {
+                    written += self.pass(ws, &event).await?;
+                    frames += 1;
+                }
+                Err(TryRecvError::Lagged(_)) => return Ok(false),
+                Err(_) => break,
+            }
+        }
+        if written > 0 {
+            timed(ws.flush()).await?;
+        }
+        Ok(true)
+    }
+
+    async fn too_slow(&self, ws: &mut WebSocket) -> End {
         metrics::counter!("switchboard_ws_too_slow_total").increment(1);
         // Its socket is backed up: the close frame waits behind what is already buffered
         // (megabytes of kernel buffer on a fast link), so a slow reader is given longer than
@@ -621,39 +685,41 @@ impl Session {
             reason: "too slow; reconnect with last_event_id".into(),
         };
         let _ =
-            tokio::time::timeout(SLOW_CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+            tokio::time::timeout(SLOW_CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
         End::Closed(close::TOO_SLOW)
     }
 
     /// Moves the cursor past `event` and writes it (without flushing) if the viewer admits it.
-    /// Returns whether a frame was written.
-    async fn pass(&mut self, sink: &mut Sink, event: &LiveEvent) -> anyhow::Result<bool> {
+    /// Returns the bytes written (0: not admitted).
+    async fn pass(&mut self, ws: &mut WebSocket, event: &LiveEvent) -> anyhow::Result<usize> {
         if let Some(id) = event.id {
             if id <= self.cursor {
-                return Ok(false);
+                return Ok(0);
             }
             self.cursor = id;
         }
-        self.learn_visitor_contact(event).await;
-        if !self.viewer.admits(event, &self.socket_id) {
-            return Ok(false);
+        if let Viewer::Visitor { contact_id } = &self.viewer
+            && contact_id.is_empty()
+            && &*event.kind == "message.created"
+        {
+            Box::pin(self.learn_visitor_contact()).await;
         }
+        if !self.viewer.admits(event, &self.socket_id) {
+            return Ok(0);
+        }
+        // The frame's bytes are the event's, shared by every socket (a visitor's view is
+        // made once per event too); the socket only copies them into its write buffer.
         let frame = match self.viewer {
-            Viewer::Visitor { .. } => visitor_frame(event),
+            Viewer::Visitor { .. } => event.visitor_frame(visitor_frame),
             Viewer::Agent(_) => event.frame.clone(),
         };
-        timed(sink.feed(Message::Text(frame))).await?;
-        Ok(true)
+        let len = frame.len();
+        timed(ws.feed(Message::Text(frame))).await?;
+        Ok(len)
     }
 
     /// A visitor who had not written yet has no contact; their first message makes one.
-    async fn learn_visitor_contact(&mut self, event: &LiveEvent) {
-        let Viewer::Visitor { contact_id } = &mut self.viewer else {
-            return;
-        };
-        if !contact_id.is_empty() || &*event.kind != "message.created" {
-            return;
-        }
+    async fn learn_visitor_contact(&mut self) {
         let Some(identity) = self.visitor_identity.as_deref() else {
             return;
         };
@@ -662,13 +728,14 @@ impl Session {
             .store
             .visitor_contact(&self.account_id, identity)
             .await
+            && let Viewer::Visitor { contact_id } = &mut self.viewer
         {
             *contact_id = found;
         }
     }
 
     /// Sends every logged event after the cursor that the viewer admits, in id order.
-    async fn replay(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
+    async fn replay(&mut self, ws: &mut WebSocket) -> anyhow::Result<()> {
         loop {
             let rows = self
                 .state
@@ -680,19 +747,19 @@ impl Session {
             }
             for row in rows {
                 let event = LiveEvent::from_logged(row);
-                self.pass(sink, &event).await?;
+                self.pass(ws, &event).await?;
             }
-            timed(sink.flush()).await?;
+            timed(ws.flush()).await?;
         }
     }
 
-    async fn send(&self, sink: &mut Sink, frame: Utf8Bytes) -> anyhow::Result<()> {
-        timed(sink.send(Message::Text(frame))).await
+    async fn send(&self, ws: &mut WebSocket, frame: Utf8Bytes) -> anyhow::Result<()> {
+        timed(ws.send(Message::Text(frame))).await
     }
 
     async fn error(
         &mut self,
-        sink: &mut Sink,
+        ws: &mut WebSocket,
         reference: Option<&str>,
         code: &str,
         message: &str,
@@ -700,14 +767,14 @@ impl Session {
         self.errors += 1;
         let frame =
             json!({"type": "error", "data": {"ref": reference, "code": code, "message": message}});
-        self.send(sink, frame.to_string().into()).await
+        self.send(ws, frame.to_string().into()).await
     }
 
-    async fn command(&mut self, sink: &mut Sink, text: &str) -> anyhow::Result<()> {
+    async fn command(&mut self, ws: &mut WebSocket, text: &str) -> anyhow::Result<()> {
         let Ok(Value::Object(mut command)) = serde_json::from_str::<Value>(text) else {
             return self
                 .error(
-                    sink,
+                    ws,
                     None,
                     "malformed_frame",
                     "frames must be JSON objects with a `type`",
@@ -720,7 +787,7 @@ impl Session {
             Some(_) => {
                 return self
                     .error(
-                        sink,
+                        ws,
                         None,
                         "invalid_field",
                         "`ref` must be a string of at most 64 characters",
@@ -731,7 +798,7 @@ impl Session {
         let Some(Value::String(kind)) = command.remove("type") else {
             return self
                 .error(
-                    sink,
+                    ws,
                     reference.as_deref(),
                     "malformed_frame",
                     "the frame has no `type`",
@@ -739,7 +806,7 @@ impl Session {
                 .await;
         };
         if kind == "ping" {
-            return self.send(sink, r#"{"type":"pong"}"#.into()).await;
+            return self.send(ws, r#"{"type":"pong"}"#.into()).await;
         }
         match self.run_command(&kind, &command).await {
             Ok(result) => {
@@ -747,15 +814,12 @@ impl Session {
                 if let (Value::Object(out), Value::Object(extra)) = (&mut data, result) {
                     out.extend(extra);
                 }
-                self.send(
-                    sink,
-                    json!({"type": "ack", "data": data}).to_string().into(),
-                )
-                .await
+                self.send(ws, json!({"type": "ack", "data": data}).to_string().into())
+                    .await
             }
             Err(e) => {
                 let (code, message) = e.code_and_message();
-                self.error(sink, reference.as_deref(), code, &message).await
+                self.error(ws, reference.as_deref(), code, &message).await
             }
         }
     }
@@ -1098,16 +1162,13 @@ where
     }
 }
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+async fn close_with(ws: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        sink.send(Message::Close(Some(frame))),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
 }
 
 fn is_too_big(e: &axum::Error) -> bool {
