@@ -59,11 +59,12 @@ const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_EVERY: usize = 64;
 /// Bytes written before one flush, when many frames are waiting.
 const FLUSH_BYTES: usize = 32 * 1024;
-/// Frames gathered in the socket's write buffer before they go to the kernel in one write.
-/// The buffer keeps the capacity it reached, so this is also what a socket that has had
-/// several frames waiting at once keeps holding (an idle one that never did holds a few
-/// hundred bytes).
-const WRITE_BUFFER: usize = 8 * 1024;
+/// Bytes tungstenite gathers before writing to the kernel: none, each frame is written as it
+/// is fed. Gathering a burst (8 KiB) saves system calls when a socket has many frames
+/// waiting, but the buffer keeps the capacity it reaches (up to twice that, per socket that
+/// ever had a burst), and with it the slow-consumer test lost its 4008 close now and then on
+/// the distributed backend (cause not pinned down).
+const WRITE_BUFFER: usize = 0;
 /// What a client frame is read into; grown to a frame's size when one is bigger.
 const READ_BUFFER: usize = 256;
 /// Rows per read while replaying.
@@ -248,8 +249,7 @@ fn tuned(upgrade: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.live.max_frame_bytes;
     // tungstenite reserves `read_buffer_size` per socket up front (128 KiB by default) and
     // writes out its write buffer once it holds more than `write_buffer_size`: consoles send
-    // small commands, so the read buffer stays small; frames of a burst are gathered up to
-    // WRITE_BUFFER and written together, and `deliver` flushes the rest.
+    // small commands, so the read buffer stays small, and frames go out as they are fed.
     upgrade
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -649,22 +649,27 @@ impl Session {
     }
 
     /// Writes `first` and the events already waiting behind it in the ring (up to a batch),
-    /// then flushes once: a socket that fell behind catches up in few large writes instead of
-    /// one per frame. False when the socket lagged out of the ring meanwhile.
+    /// then flushes once: a socket that fell behind catches up in one turn instead of one
+    /// wake-up per event. False when the socket lagged out of the ring meanwhile.
     async fn deliver(
         &mut self,
         ws: &mut WebSocket,
         ring: &mut Receiver<Arc<LiveEvent>>,
         first: Arc<LiveEvent>,
     ) -> anyhow::Result<bool> {
-        let mut written = self.pass(ws, &first).await?;
-        let mut frames = 1;
-        while frames < FLUSH_EVERY && written < FLUSH_BYTES {
+        let (mut written, mut frames) = (0, 0);
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            if let Some(frame) = self.admit(&event).await {
+                written += frame.len();
+                timed(ws.feed(Message::Text(frame))).await?;
+            }
+            frames += 1;
+            if frames >= FLUSH_EVERY || written >= FLUSH_BYTES {
+                break;
+            }
             match ring.try_recv() {
-                Ok(event) => {
-                    written += self.pass(ws, &event).await?;
-                    frames += 1;
-                }
+                Ok(event) => next = Some(event),
                 Err(TryRecvError::Lagged(_)) => return Ok(false),
                 Err(_) => break,
             }
@@ -684,17 +689,26 @@ impl Session {
             code: close::TOO_SLOW,
             reason: "too slow; reconnect with last_event_id".into(),
         };
-        let _ =
-            tokio::time::timeout(SLOW_CLOSE_TIMEOUT, ws.send(Message::Close(Some(frame)))).await;
+        let closing = async {
+            if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                // Sent is only queued: wait for the peer's close (it reads up to ours first).
+                // Dropping the socket while the peer's last frames (a pong) sit unread here
+                // would reset the connection, and the peer would lose what it had not read yet,
+                // the close among it.
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        };
+        let _ = tokio::time::timeout(SLOW_CLOSE_TIMEOUT, closing).await;
         End::Closed(close::TOO_SLOW)
     }
 
-    /// Moves the cursor past `event` and writes it (without flushing) if the viewer admits it.
-    /// Returns the bytes written (0: not admitted).
-    async fn pass(&mut self, ws: &mut WebSocket, event: &LiveEvent) -> anyhow::Result<usize> {
+    /// Moves the cursor past `event`; its frame if the viewer admits it. The frame's bytes
+    /// are the event's, shared by every socket (a visitor's view is made once per event too):
+    /// the socket only copies them into its write buffer.
+    async fn admit(&mut self, event: &LiveEvent) -> Option<Utf8Bytes> {
         if let Some(id) = event.id {
             if id <= self.cursor {
-                return Ok(0);
+                return None;
             }
             self.cursor = id;
         }
@@ -705,17 +719,12 @@ impl Session {
             Box::pin(self.learn_visitor_contact()).await;
         }
         if !self.viewer.admits(event, &self.socket_id) {
-            return Ok(0);
+            return None;
         }
-        // The frame's bytes are the event's, shared by every socket (a visitor's view is
-        // made once per event too); the socket only copies them into its write buffer.
-        let frame = match self.viewer {
+        Some(match self.viewer {
             Viewer::Visitor { .. } => event.visitor_frame(visitor_frame),
             Viewer::Agent(_) => event.frame.clone(),
-        };
-        let len = frame.len();
-        timed(ws.feed(Message::Text(frame))).await?;
-        Ok(len)
+        })
     }
 
     /// A visitor who had not written yet has no contact; their first message makes one.
@@ -747,7 +756,9 @@ impl Session {
             }
             for row in rows {
                 let event = LiveEvent::from_logged(row);
-                self.pass(ws, &event).await?;
+                if let Some(frame) = self.admit(&event).await {
+                    timed(ws.feed(Message::Text(frame))).await?;
+                }
             }
             timed(ws.flush()).await?;
         }
@@ -1151,9 +1162,9 @@ fn until_ms(at_ms: i64) -> Duration {
 #[error("the peer stopped reading")]
 struct Stalled;
 
-async fn timed<F, E>(send: F) -> anyhow::Result<()>
+async fn timed<F, T, E>(send: F) -> anyhow::Result<T>
 where
-    F: std::future::Future<Output = Result<(), E>>,
+    F: std::future::Future<Output = Result<T, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
     match tokio::time::timeout(SEND_TIMEOUT, send).await {
