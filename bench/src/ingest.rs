@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, Url};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -365,11 +365,18 @@ impl Load {
 
     async fn send(&self, event: &Prepared) -> Outcome {
         let target = &self.target;
-        let sent = self
-            .client
-            .post(target.url.clone())
+        let request = match &target.api_bearer {
+            Some(bearer) => self
+                .client
+                .patch(event.url.clone().unwrap_or_else(|| target.url.clone()))
+                .header(AUTHORIZATION, bearer.clone()),
+            None => self
+                .client
+                .post(target.url.clone())
+                .header(target.signature_header.clone(), event.signature.clone()),
+        };
+        let sent = request
             .header(CONTENT_TYPE, target.content_type.clone())
-            .header(target.signature_header.clone(), event.signature.clone())
             .body(event.body.clone())
             .send()
             .await;
@@ -379,6 +386,9 @@ impl Load {
         };
         if !status.is_success() {
             return http::refused(status, &body);
+        }
+        if target.api_bearer.is_some() {
+            return Outcome::Accepted;
         }
         #[derive(Deserialize)]
         struct Ack<'a> {

@@ -17,12 +17,17 @@ pub struct Target {
     pub url: Url,
     pub content_type: HeaderValue,
     pub signature_header: HeaderName,
+    /// REST API events instead of webhooks: each is a `PATCH` of its [`Prepared::url`] with
+    /// this `Authorization` value, accepted when the answer is 2xx.
+    pub api_bearer: Option<HeaderValue>,
 }
 
 /// One event, ready to send: the body exactly as signed, and its signature.
 pub struct Prepared {
     pub body: Bytes,
     pub signature: HeaderValue,
+    /// Where this event goes when not to the target's URL (REST API events).
+    pub url: Option<Url>,
 }
 
 /// A run-unique tag (48 bits from the clock and the pid) so repeated runs never collide in the
@@ -67,6 +72,7 @@ impl WhatsappEvents<'_> {
             url: endpoint(base, &["webhooks", "whatsapp", app])?,
             content_type: HeaderValue::from_static("application/json"),
             signature_header: HeaderName::from_static(whatsapp::SIGNATURE_HEADER),
+            api_bearer: None,
         })
     }
 
@@ -149,6 +155,7 @@ impl WhatsappEvents<'_> {
         Ok(Prepared {
             signature: HeaderValue::try_from(signature)?,
             body: Bytes::from(body),
+            url: None,
         })
     }
 }
@@ -198,6 +205,7 @@ impl TwilioEvents<'_> {
             url: endpoint(base, &["webhooks", "twilio", inbox])?,
             content_type: HeaderValue::from_static("application/x-www-form-urlencoded"),
             signature_header: HeaderName::from_static(twilio::SIGNATURE_HEADER),
+            api_bearer: None,
         })
     }
 
@@ -221,6 +229,7 @@ impl TwilioEvents<'_> {
                 Ok(Prepared {
                     signature: HeaderValue::try_from(signature)?,
                     body: Bytes::from(body),
+                    url: None,
                 })
             })
             .collect()

@@ -7,6 +7,8 @@
 //! (admitted by its [`Viewer`]), client commands in, pings, token expiry and shutdown.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -16,12 +18,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use rand::distr::{Alphanumeric, SampleString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -55,6 +57,16 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames written before one flush, when many are waiting.
 const FLUSH_EVERY: usize = 64;
+/// Bytes written before one flush, when many frames are waiting.
+const FLUSH_BYTES: usize = 32 * 1024;
+/// Bytes tungstenite gathers before writing to the kernel: none, each frame is written as it
+/// is fed. Gathering a burst (8 KiB) saves system calls when a socket has many frames
+/// waiting, but the buffer keeps the capacity it reaches (up to twice that, per socket that
+/// ever had a burst), and with it the slow-consumer test lost its 4008 close now and then on
+/// the distributed backend (cause not pinned down).
+const WRITE_BUFFER: usize = 0;
+/// What a client frame is read into; grown to a frame's size when one is bigger.
+const READ_BUFFER: usize = 256;
 /// Rows per read while replaying.
 const REPLAY_PAGE: i64 = 500;
 /// Conversations one socket may subscribe to.
@@ -235,13 +247,13 @@ async fn console_principal(
 
 fn tuned(upgrade: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.live.max_frame_bytes;
-    // tungstenite reserves `read_buffer_size` per socket up front (128 KiB by default) and keeps
-    // a write buffer of `write_buffer_size`: consoles send small commands and we flush
-    // ourselves, so both stay small and idle sockets cost a few KiB.
+    // tungstenite reserves `read_buffer_size` per socket up front (128 KiB by default) and
+    // writes out its write buffer once it holds more than `write_buffer_size`: consoles send
+    // small commands, so the read buffer stays small, and frames go out as they are fed.
     upgrade
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max.max(64 * 1024) * 4)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max.max(64 * 1024) * 4 + WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
 }
@@ -284,7 +296,7 @@ async fn agent_socket(
         Some(Box::new(who)),
         token_exp_ms,
     );
-    Ok(tuned(upgrade, &state).on_upgrade(move |socket| spawn_session(session, socket, resume)))
+    Ok(tuned(upgrade, &state).on_upgrade(move |socket| tracked(session, socket, resume)))
 }
 
 fn not_websocket() -> ApiError {
@@ -395,14 +407,22 @@ async fn visitor_socket(
         visitor.expires_at_ms,
     );
     session.visitor_identity = Some(identity);
-    Ok(tuned(upgrade, &state).on_upgrade(move |socket| spawn_session(session, socket, resume)))
+    Ok(tuned(upgrade, &state).on_upgrade(move |socket| tracked(session, socket, resume)))
 }
 
-/// Runs a session on the node's tracker, so that shutdown can wait for its close frame.
-async fn spawn_session(session: Session, socket: WebSocket, resume: Option<i64>) {
+/// Runs a session inside the upgrade's own task (one task per socket: no second task waiting
+/// on it), tracked by the node so that shutdown can wait for its close frame.
+///
+/// The session and the socket are boxed: each future that takes one by value keeps its own
+/// copy in its state (the upgrade's closure, `run`'s arguments and its locals), so by value
+/// they would be held two or three times over for the socket's whole life.
+fn tracked(
+    session: Box<Session>,
+    socket: WebSocket,
+    resume: Option<i64>,
+) -> impl Future<Output = ()> + Send + 'static {
     let tracker = session.state.live.sessions.clone();
-    // The upgrade task is hyper's; the session is ours to track.
-    let _ = tracker.spawn(session.run(socket, resume)).await;
+    tracker.track_future(session.run(Box::new(socket), resume))
 }
 
 /// Why a session ended.
@@ -415,6 +435,10 @@ enum End {
     Shutdown,
 }
 
+/// A session's state. Every socket holds one for as long as it is open, together with its
+/// task's future, so both are kept small: the loop an idle socket waits in holds only its ring
+/// receiver and its timers, and the rare paths (the greeting and replay, commands, presence
+/// writes, closing) are boxed at their call, taking memory only while they run.
 struct Session {
     state: AppState,
     socket_id: String,
@@ -435,8 +459,6 @@ struct Session {
     visitor_identity: Option<String>,
 }
 
-type Sink = SplitSink<WebSocket, Message>;
-
 impl Session {
     fn new(
         state: AppState,
@@ -444,8 +466,8 @@ impl Session {
         viewer: Viewer,
         who: Option<Box<Principal>>,
         expires_at_ms: i64,
-    ) -> Self {
-        Session {
+    ) -> Box<Self> {
+        Box::new(Session {
             state,
             socket_id: ids::new("ws"),
             account_id,
@@ -457,28 +479,27 @@ impl Session {
             last_heard: Instant::now(),
             subscriptions: HashMap::new(),
             visitor_identity: None,
-        }
+        })
     }
 
     fn agent_id(&self) -> Option<&str> {
         self.who.as_ref().and_then(|w| w.user_id.as_deref())
     }
 
-    async fn run(mut self, socket: WebSocket, resume: Option<i64>) {
+    async fn run(mut self: Box<Self>, mut socket: Box<WebSocket>, resume: Option<i64>) {
         metrics::gauge!("switchboard_ws_sockets").increment(1.0);
-        let (mut sink, mut stream) = socket.split();
-        let opened = self.open_console().await;
-        let end = match self.serve(&mut sink, &mut stream, resume).await {
+        let opened = Box::pin(self.open_console()).await;
+        let end = match self.serve(&mut socket, resume).await {
             Ok(end) => end,
             // As good as lagging: it cannot keep up.
-            Err(e) if e.is::<Stalled>() => self.too_slow(&mut sink).await,
+            Err(e) if e.is::<Stalled>() => Box::pin(self.too_slow(&mut socket)).await,
             Err(e) => {
                 warn!(error = %e, "A live session failed.");
-                close_with(
-                    &mut sink,
+                Box::pin(close_with(
+                    &mut socket,
                     close::INTERNAL,
                     "internal error; reconnect with last_event_id",
-                )
+                ))
                 .await;
                 End::Closed(close::INTERNAL)
             }
@@ -486,31 +507,30 @@ impl Session {
         debug!(socket = %self.socket_id, ?end, "Socket closed.");
         // A node shutting down leaves presence alone: its consoles reconnect elsewhere.
         if opened && end != End::Shutdown {
-            self.close_console().await;
+            Box::pin(self.close_console()).await;
         }
         metrics::gauge!("switchboard_ws_sockets").decrement(1.0);
     }
 
-    async fn serve(
+    /// The greeting: joins the account's ring, sends `hello`, then replays what the socket
+    /// missed or tells it to resync. Returns the ring, read from the cursor on.
+    async fn begin(
         &mut self,
-        sink: &mut Sink,
-        stream: &mut SplitStream<WebSocket>,
+        ws: &mut WebSocket,
         resume: Option<i64>,
-    ) -> anyhow::Result<End> {
+    ) -> anyhow::Result<Receiver<Arc<LiveEvent>>> {
         let live = self.state.live.clone();
         let joined = live.fanout.join(&self.account_id).await?;
-        let mut ring = joined.rx;
-        let ping_every = Duration::from_secs(self.state.config.live.ping_secs);
         let head = self.state.store.event_head(&self.account_id).await?;
         let resumable =
             resume.filter(|n| *n >= head.pruned_through && *n <= head.last_id.max(joined.from));
         self.send(
-            sink,
+            ws,
             json!({"type": "hello", "data": {
                 "last_event_id": resumable.unwrap_or(joined.from),
                 "resumed": resumable.is_some(),
                 "node": live.node_id,
-                "ping_secs": ping_every.as_secs(),
+                "ping_secs": self.state.config.live.ping_secs,
                 "user_id": self.agent_id(),
             }})
             .to_string()
@@ -526,7 +546,7 @@ impl Session {
                 };
                 self.cursor = joined.from;
                 self.send(
-                    sink,
+                    ws,
                     json!({"type": "resync.required", "data": {"reason": reason, "last_event_id": joined.from}})
                         .to_string()
                         .into(),
@@ -535,52 +555,66 @@ impl Session {
             }
             (_, Some(after)) => {
                 self.cursor = after;
-                self.replay(sink).await?;
+                self.replay(ws).await?;
             }
             (None, None) => self.cursor = joined.from,
         }
+        Ok(joined.rx)
+    }
 
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    async fn serve(&mut self, ws: &mut WebSocket, resume: Option<i64>) -> anyhow::Result<End> {
+        let live = self.state.live.clone();
+        let mut ring = Box::pin(self.begin(ws, resume)).await?;
+        let ping_every = Duration::from_secs(self.state.config.live.ping_secs);
+        // Made once, not per turn of the loop: a socket woken for every event would otherwise
+        // register and drop a timer and a cancellation waiter each time.
+        let shutdown = live.shutdown.cancelled();
+        tokio::pin!(shutdown);
+        // One timer for the next ping and the credentials' expiry, whichever comes first.
+        let mut next_ping = Instant::now() + ping_every;
+        let timer = tokio::time::sleep_until(self.next_timer(next_ping));
+        tokio::pin!(timer);
         loop {
-            let expiry = tokio::time::sleep(until_ms(self.expires_at_ms));
             tokio::select! {
                 biased;
-                () = live.shutdown.cancelled() => {
-                    close_with(sink, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id").await;
+                () = &mut shutdown => {
+                    Box::pin(close_with(ws, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id")).await;
                     return Ok(End::Shutdown);
                 }
-                () = expiry => {
+                () = &mut timer => {
                     if ids::now_ms() >= self.expires_at_ms {
-                        close_with(sink, close::AUTH_EXPIRED, "credentials expired; reconnect with a fresh token and last_event_id").await;
+                        Box::pin(close_with(ws, close::AUTH_EXPIRED, "credentials expired; reconnect with a fresh token and last_event_id")).await;
                         return Ok(End::Closed(close::AUTH_EXPIRED));
                     }
+                    // (Woken for the expiry a little early, the timer's clock not being the
+                    // wall clock: it is set again below.)
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        if self.last_heard.elapsed() > ping_every * 2 {
+                            return Ok(End::Gone);
+                        }
+                        timed(ws.send(Message::Ping(Default::default()))).await?;
+                        next_ping = now + ping_every;
+                    }
+                    timer.as_mut().reset(self.next_timer(next_ping));
                 }
                 received = ring.recv() => match received {
                     Ok(event) => {
-                        let mut written = usize::from(self.pass(sink, &event).await?);
-                        // Many waiting: write them all, flush once.
-                        while written < FLUSH_EVERY {
-                            match ring.try_recv() {
-                                Ok(event) => written += usize::from(self.pass(sink, &event).await?),
-                                Err(TryRecvError::Lagged(_)) => return Ok(self.too_slow(sink).await),
-                                Err(_) => break,
-                            }
-                        }
-                        if written > 0 {
-                            timed(sink.flush()).await?;
+                        if !self.deliver(ws, &mut ring, event).await? {
+                            return Ok(Box::pin(self.too_slow(ws)).await);
                         }
                     }
-                    Err(RecvError::Lagged(_)) => return Ok(self.too_slow(sink).await),
+                    Err(RecvError::Lagged(_)) => return Ok(Box::pin(self.too_slow(ws)).await),
                     Err(RecvError::Closed) => {
-                        close_with(sink, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id").await;
+                        Box::pin(close_with(ws, close::RESTART, "node shutting down; reconnect elsewhere with last_event_id")).await;
                         return Ok(End::Shutdown);
                     }
                 },
-                frame = stream.next() => match frame {
+                frame = ws.next() => match frame {
                     None => return Ok(End::Gone),
                     Some(Err(e)) => {
                         if is_too_big(&e) {
-                            close_with(sink, close::TOO_BIG, "frame too large").await;
+                            Box::pin(close_with(ws, close::TOO_BIG, "frame too large")).await;
                             return Ok(End::Closed(close::TOO_BIG));
                         }
                         return Ok(End::Gone);
@@ -588,30 +622,65 @@ impl Session {
                     Some(Ok(message)) => {
                         self.last_heard = Instant::now();
                         match message {
-                            Message::Text(text) => self.command(sink, &text).await?,
+                            Message::Text(text) => {
+                                Box::pin(self.command(ws, &text)).await?;
+                                // An `auth` command may have moved the expiry.
+                                timer.as_mut().reset(self.next_timer(next_ping));
+                            }
                             Message::Binary(_) => {
-                                self.error(sink, None, "unsupported_frame", "send JSON text frames").await?
+                                Box::pin(self.error(ws, None, "unsupported_frame", "send JSON text frames")).await?
                             }
                             Message::Close(_) => return Ok(End::Gone),
                             Message::Ping(_) | Message::Pong(_) => {}
                         }
                         if self.errors >= MAX_ERRORS {
-                            close_with(sink, close::POLICY, "too many bad frames").await;
+                            Box::pin(close_with(ws, close::POLICY, "too many bad frames")).await;
                             return Ok(End::Closed(close::POLICY));
                         }
                     }
                 },
-                _ = ping.tick() => {
-                    if self.last_heard.elapsed() > ping_every * 2 {
-                        return Ok(End::Gone);
-                    }
-                    timed(sink.send(Message::Ping(Default::default()))).await?;
-                }
             }
         }
     }
 
-    async fn too_slow(&self, sink: &mut Sink) -> End {
+    /// When the session's timer is next due: the next ping or the credentials' expiry.
+    fn next_timer(&self, next_ping: Instant) -> Instant {
+        next_ping.min(Instant::now() + until_ms(self.expires_at_ms))
+    }
+
+    /// Writes `first` and the events already waiting behind it in the ring (up to a batch),
+    /// then flushes once: a socket that fell behind catches up in one turn instead of one
+    /// wake-up per event. False when the socket lagged out of the ring meanwhile.
+    async fn deliver(
+        &mut self,
+        ws: &mut WebSocket,
+        ring: &mut Receiver<Arc<LiveEvent>>,
+        first: Arc<LiveEvent>,
+    ) -> anyhow::Result<bool> {
+        let (mut written, mut frames) = (0, 0);
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            if let Some(frame) = self.admit(&event).await {
+                written += frame.len();
+                timed(ws.feed(Message::Text(frame))).await?;
+            }
+            frames += 1;
+            if frames >= FLUSH_EVERY || written >= FLUSH_BYTES {
+                break;
+            }
+            match ring.try_recv() {
+                Ok(event) => next = Some(event),
+                Err(TryRecvError::Lagged(_)) => return Ok(false),
+                Err(_) => break,
+            }
+        }
+        if written > 0 {
+            timed(ws.flush()).await?;
+        }
+        Ok(true)
+    }
+
+    async fn too_slow(&self, ws: &mut WebSocket) -> End {
         metrics::counter!("switchboard_ws_too_slow_total").increment(1);
         // Its socket is backed up: the close frame waits behind what is already buffered
         // (megabytes of kernel buffer on a fast link), so a slow reader is given longer than
@@ -620,40 +689,46 @@ impl Session {
             code: close::TOO_SLOW,
             reason: "too slow; reconnect with last_event_id".into(),
         };
-        let _ =
-            tokio::time::timeout(SLOW_CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        let closing = async {
+            if ws.send(Message::Close(Some(frame))).await.is_ok() {
+                // Sent is only queued: wait for the peer's close (it reads up to ours first).
+                // Dropping the socket while the peer's last frames (a pong) sit unread here
+                // would reset the connection, and the peer would lose what it had not read yet,
+                // the close among it.
+                while let Some(Ok(_)) = ws.next().await {}
+            }
+        };
+        let _ = tokio::time::timeout(SLOW_CLOSE_TIMEOUT, closing).await;
         End::Closed(close::TOO_SLOW)
     }
 
-    /// Moves the cursor past `event` and writes it (without flushing) if the viewer admits it.
-    /// Returns whether a frame was written.
-    async fn pass(&mut self, sink: &mut Sink, event: &LiveEvent) -> anyhow::Result<bool> {
+    /// Moves the cursor past `event`; its frame if the viewer admits it. The frame's bytes
+    /// are the event's, shared by every socket (a visitor's view is made once per event too):
+    /// the socket only copies them into its write buffer.
+    async fn admit(&mut self, event: &LiveEvent) -> Option<Utf8Bytes> {
         if let Some(id) = event.id {
             if id <= self.cursor {
-                return Ok(false);
+                return None;
             }
             self.cursor = id;
         }
-        self.learn_visitor_contact(event).await;
-        if !self.viewer.admits(event, &self.socket_id) {
-            return Ok(false);
+        if let Viewer::Visitor { contact_id } = &self.viewer
+            && contact_id.is_empty()
+            && &*event.kind == "message.created"
+        {
+            Box::pin(self.learn_visitor_contact()).await;
         }
-        let frame = match self.viewer {
-            Viewer::Visitor { .. } => visitor_frame(event),
+        if !self.viewer.admits(event, &self.socket_id) {
+            return None;
+        }
+        Some(match self.viewer {
+            Viewer::Visitor { .. } => event.visitor_frame(visitor_frame),
             Viewer::Agent(_) => event.frame.clone(),
-        };
-        timed(sink.feed(Message::Text(frame))).await?;
-        Ok(true)
+        })
     }
 
     /// A visitor who had not written yet has no contact; their first message makes one.
-    async fn learn_visitor_contact(&mut self, event: &LiveEvent) {
-        let Viewer::Visitor { contact_id } = &mut self.viewer else {
-            return;
-        };
-        if !contact_id.is_empty() || &*event.kind != "message.created" {
-            return;
-        }
+    async fn learn_visitor_contact(&mut self) {
         let Some(identity) = self.visitor_identity.as_deref() else {
             return;
         };
@@ -662,13 +737,14 @@ impl Session {
             .store
             .visitor_contact(&self.account_id, identity)
             .await
+            && let Viewer::Visitor { contact_id } = &mut self.viewer
         {
             *contact_id = found;
         }
     }
 
     /// Sends every logged event after the cursor that the viewer admits, in id order.
-    async fn replay(&mut self, sink: &mut Sink) -> anyhow::Result<()> {
+    async fn replay(&mut self, ws: &mut WebSocket) -> anyhow::Result<()> {
         loop {
             let rows = self
                 .state
@@ -680,19 +756,21 @@ impl Session {
             }
             for row in rows {
                 let event = LiveEvent::from_logged(row);
-                self.pass(sink, &event).await?;
+                if let Some(frame) = self.admit(&event).await {
+                    timed(ws.feed(Message::Text(frame))).await?;
+                }
             }
-            timed(sink.flush()).await?;
+            timed(ws.flush()).await?;
         }
     }
 
-    async fn send(&self, sink: &mut Sink, frame: Utf8Bytes) -> anyhow::Result<()> {
-        timed(sink.send(Message::Text(frame))).await
+    async fn send(&self, ws: &mut WebSocket, frame: Utf8Bytes) -> anyhow::Result<()> {
+        timed(ws.send(Message::Text(frame))).await
     }
 
     async fn error(
         &mut self,
-        sink: &mut Sink,
+        ws: &mut WebSocket,
         reference: Option<&str>,
         code: &str,
         message: &str,
@@ -700,14 +778,14 @@ impl Session {
         self.errors += 1;
         let frame =
             json!({"type": "error", "data": {"ref": reference, "code": code, "message": message}});
-        self.send(sink, frame.to_string().into()).await
+        self.send(ws, frame.to_string().into()).await
     }
 
-    async fn command(&mut self, sink: &mut Sink, text: &str) -> anyhow::Result<()> {
+    async fn command(&mut self, ws: &mut WebSocket, text: &str) -> anyhow::Result<()> {
         let Ok(Value::Object(mut command)) = serde_json::from_str::<Value>(text) else {
             return self
                 .error(
-                    sink,
+                    ws,
                     None,
                     "malformed_frame",
                     "frames must be JSON objects with a `type`",
@@ -720,7 +798,7 @@ impl Session {
             Some(_) => {
                 return self
                     .error(
-                        sink,
+                        ws,
                         None,
                         "invalid_field",
                         "`ref` must be a string of at most 64 characters",
@@ -731,7 +809,7 @@ impl Session {
         let Some(Value::String(kind)) = command.remove("type") else {
             return self
                 .error(
-                    sink,
+                    ws,
                     reference.as_deref(),
                     "malformed_frame",
                     "the frame has no `type`",
@@ -739,7 +817,7 @@ impl Session {
                 .await;
         };
         if kind == "ping" {
-            return self.send(sink, r#"{"type":"pong"}"#.into()).await;
+            return self.send(ws, r#"{"type":"pong"}"#.into()).await;
         }
         match self.run_command(&kind, &command).await {
             Ok(result) => {
@@ -747,15 +825,12 @@ impl Session {
                 if let (Value::Object(out), Value::Object(extra)) = (&mut data, result) {
                     out.extend(extra);
                 }
-                self.send(
-                    sink,
-                    json!({"type": "ack", "data": data}).to_string().into(),
-                )
-                .await
+                self.send(ws, json!({"type": "ack", "data": data}).to_string().into())
+                    .await
             }
             Err(e) => {
                 let (code, message) = e.code_and_message();
-                self.error(sink, reference.as_deref(), code, &message).await
+                self.error(ws, reference.as_deref(), code, &message).await
             }
         }
     }
@@ -1087,9 +1162,9 @@ fn until_ms(at_ms: i64) -> Duration {
 #[error("the peer stopped reading")]
 struct Stalled;
 
-async fn timed<F, E>(send: F) -> anyhow::Result<()>
+async fn timed<F, T, E>(send: F) -> anyhow::Result<T>
 where
-    F: std::future::Future<Output = Result<(), E>>,
+    F: std::future::Future<Output = Result<T, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
     match tokio::time::timeout(SEND_TIMEOUT, send).await {
@@ -1098,16 +1173,13 @@ where
     }
 }
 
-async fn close_with(sink: &mut Sink, code: u16, reason: &str) {
+async fn close_with(ws: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        sink.send(Message::Close(Some(frame))),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(2), ws.send(Message::Close(Some(frame)))).await;
 }
 
 fn is_too_big(e: &axum::Error) -> bool {

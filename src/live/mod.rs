@@ -12,7 +12,7 @@
 pub mod fanout;
 pub mod viewer;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -52,6 +52,8 @@ pub struct LiveEvent {
     pub origin: Option<Box<str>>,
     /// The frame as sent: `{"type", "id", "data"}`.
     pub frame: Utf8Bytes,
+    /// The frame as visitors see it, made by the first visitor socket that needs it.
+    visitor: OnceLock<Utf8Bytes>,
 }
 
 /// What travels on the broker: the routing envelope on the first line, the frame after it, so
@@ -114,38 +116,61 @@ pub fn frame_text(kind: &str, id: Option<i64>, data: &str) -> String {
 }
 
 impl LiveEvent {
-    pub fn from_logged(e: LoggedEvent) -> Self {
+    pub fn new(
+        id: Option<i64>,
+        kind: &str,
+        scope: EventScope,
+        origin: Option<Box<str>>,
+        frame: Utf8Bytes,
+    ) -> Self {
         LiveEvent {
-            frame: frame_text(&e.kind, Some(e.id), &e.data).into(),
-            id: Some(e.id),
-            kind: e.kind.into(),
-            scope: e.scope,
-            origin: None,
+            id,
+            kind: kind.into(),
+            scope,
+            origin,
+            frame,
+            visitor: OnceLock::new(),
         }
+    }
+
+    /// The visitor's view of the event, made once (by `make`) and shared by every visitor
+    /// socket of the node.
+    pub fn visitor_frame(&self, make: impl FnOnce(&LiveEvent) -> Utf8Bytes) -> Utf8Bytes {
+        self.visitor.get_or_init(|| make(self)).clone()
+    }
+
+    pub fn from_logged(e: LoggedEvent) -> Self {
+        LiveEvent::new(
+            Some(e.id),
+            &e.kind,
+            e.scope,
+            None,
+            frame_text(&e.kind, Some(e.id), &e.data).into(),
+        )
     }
 
     /// A frame for this node's sockets only, not from the broker (`resync.required`).
     pub fn local(kind: &str, data: serde_json::Value) -> Self {
-        LiveEvent {
-            id: None,
-            kind: kind.into(),
-            scope: EventScope::default(),
-            origin: None,
-            frame: frame_text(kind, None, &data.to_string()).into(),
-        }
+        LiveEvent::new(
+            None,
+            kind,
+            EventScope::default(),
+            None,
+            frame_text(kind, None, &data.to_string()).into(),
+        )
     }
 
     /// Parses a broker payload; `None` for something that is not one.
     fn parse(payload: &str) -> Option<Self> {
         let (head, frame) = payload.split_once('\n')?;
         let envelope: Envelope = serde_json::from_str(head).ok()?;
-        Some(LiveEvent {
-            id: envelope.id,
-            kind: envelope.kind.into(),
-            scope: envelope.scope.into(),
-            origin: envelope.origin.map(Into::into),
-            frame: frame.to_owned().into(),
-        })
+        Some(LiveEvent::new(
+            envelope.id,
+            &envelope.kind,
+            envelope.scope.into(),
+            envelope.origin.map(Into::into),
+            frame.to_owned().into(),
+        ))
     }
 }
 

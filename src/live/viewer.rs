@@ -106,13 +106,7 @@ mod tests {
     use super::*;
 
     fn event(kind: &str, scope: EventScope) -> LiveEvent {
-        LiveEvent {
-            id: Some(1),
-            kind: kind.into(),
-            scope,
-            origin: None,
-            frame: "{}".into(),
-        }
+        LiveEvent::new(Some(1), kind, scope, None, "{}".into())
     }
 
     fn conv(team: &str, branch: &str, assignee: Option<&str>) -> EventScope {

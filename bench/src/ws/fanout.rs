@@ -13,6 +13,11 @@
 //!
 //! Both processes' CPU is reported, so the limit can be told: the hub's cores and the
 //! generator's cores add up to at most the machine's.
+//!
+//! `--source api` makes the events without webhooks: each is a `PATCH /v1/conversations/{id}`
+//! of one of the warmed-up conversations that sets its labels to the event's marker, so every
+//! socket receives one `conversation.updated`. No provider payload is normalized on the way,
+//! so the run measures the push path (and the API's write) rather than the intake pipeline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +35,7 @@ use super::{
 };
 use crate::http;
 use crate::ingest::{Load, Stamps};
-use crate::payload::{MarkerFinder, WhatsappEvents, run_id};
+use crate::payload::{MarkerFinder, WhatsappEvents, marker, run_id};
 use crate::proc_cpu::{HubProbe, Process, cpu_time};
 use crate::proc_mem::Memory;
 use crate::report::{
@@ -40,6 +45,17 @@ use crate::report::{
 /// What marks a frame as a message (with the marker, one of this run's events): the type's
 /// value, whatever the spacing around the `type` key.
 const MESSAGE_CREATED: &[u8] = br#""message.created""#;
+/// The same for `--source api` events.
+const CONVERSATION_UPDATED: &[u8] = br#""conversation.updated""#;
+
+/// What makes the events.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// Signed WhatsApp webhooks: one `message.created` each, through the intake pipeline.
+    Webhooks,
+    /// REST `PATCH`es of the conversations' labels: one `conversation.updated` each.
+    Api,
+}
 /// Seconds after the warm-up messages for their conversations to be opened.
 const WARM_UP_WAIT: Duration = Duration::from_secs(3);
 
@@ -56,6 +72,10 @@ pub struct FanoutArgs {
     /// one warm-up message before the sockets open.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     contacts: u64,
+    /// What makes the events: webhooks (the whole pipeline) or REST API writes (the push path
+    /// without normalization).
+    #[arg(long, value_enum, default_value_t = Source::Webhooks)]
+    source: Source,
     /// One socket in this many times every frame against its webhook's ack.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     sample_every: u64,
@@ -83,6 +103,7 @@ struct SocketLog {
 #[derive(Serialize)]
 struct FanoutReport {
     scenario: &'static str,
+    source: &'static str,
     uri: String,
     run_id: String,
     sockets: u64,
@@ -139,20 +160,43 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<bool> {
     let n = args.webhooks.events()?;
     let w = &args.webhooks;
     let run_id = run_id();
-    let target = || WhatsappEvents::target(&args.console.url, &w.app);
     let concurrency = usize::try_from(w.concurrency)?;
     let client = http::client(concurrency)?;
     warm_up(&args, &client).await?;
 
-    let events = WhatsappEvents {
-        app_secret: w.app_secret.as_bytes(),
-        phone_number_id: &w.phone_number_id,
-        run_id: &run_id,
-    }
-    .build_marked(n, args.contacts)?;
+    let (target, events, kind) = match args.source {
+        Source::Webhooks => (
+            WhatsappEvents::target(&args.console.url, &w.app)?,
+            WhatsappEvents {
+                app_secret: w.app_secret.as_bytes(),
+                phone_number_id: &w.phone_number_id,
+                run_id: &run_id,
+            }
+            .build_marked(n, args.contacts)?,
+            MESSAGE_CREATED,
+        ),
+        Source::Api => {
+            let ids = conversations(&args, &client).await?;
+            let events = (0..n)
+                .map(|i| {
+                    let url = crate::payload::endpoint(
+                        &args.console.url,
+                        &["v1", "conversations", &ids[i % ids.len()]],
+                    )?;
+                    let body = serde_json::json!({ "labels": [marker(&run_id, i as u64)] });
+                    Ok(crate::payload::Prepared {
+                        body: body.to_string().into(),
+                        signature: reqwest::header::HeaderValue::from_static(""),
+                        url: Some(url),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (api_target(&args)?, events, CONVERSATION_UPDATED)
+        }
+    };
     let stamps = Arc::new(Stamps::new(n, std::time::Instant::now()));
     let finder = Arc::new(MarkerFinder::new(&run_id));
-    let message = Arc::new(memmem::Finder::new(MESSAGE_CREATED));
+    let message = Arc::new(memmem::Finder::new(kind));
     let delivered = Arc::new(AtomicU64::new(0));
     let frames_all = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop) = watch::channel(false);
@@ -248,7 +292,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<bool> {
     // Frames that arrived while the sockets opened (a presence change, …) are not the run's.
     let frames_before = frames_all.load(Ordering::Relaxed);
 
-    let load = Load::stamped(client, target()?, events, stamps.clone());
+    let load = Load::stamped(client, target, events, stamps.clone());
     let hub = match args.hub_pid {
         Some(pid) => Some(HubProbe::start(pid).await?),
         None => None,
@@ -336,6 +380,10 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<bool> {
     });
     let report = FanoutReport {
         scenario: "ws-fanout",
+        source: match args.source {
+            Source::Webhooks => "webhooks",
+            Source::Api => "api",
+        },
         uri: dialer.uri().to_owned(),
         run_id,
         sockets: args.sockets,
@@ -397,6 +445,60 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(ok)
+}
+
+/// `--source api`: where the events go (the `PATCH` carries the console token).
+fn api_target(args: &FanoutArgs) -> anyhow::Result<crate::payload::Target> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    Ok(crate::payload::Target {
+        url: crate::payload::endpoint(&args.console.url, &["v1", "conversations"])?,
+        content_type: HeaderValue::from_static("application/json"),
+        signature_header: HeaderName::from_static("x-unused"),
+        api_bearer: Some(HeaderValue::try_from(format!(
+            "Bearer {}",
+            args.console.token
+        ))?),
+    })
+}
+
+/// `--source api`: the ids of up to `--contacts` open conversations (the warm-up's), newest
+/// first as the list gives them.
+async fn conversations(args: &FanoutArgs, client: &reqwest::Client) -> anyhow::Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        data: Vec<Conversation>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Conversation {
+        id: String,
+    }
+    let wanted = args.contacts.min(100);
+    let mut url = crate::payload::endpoint(&args.console.url, &["v1", "conversations"])?;
+    url.query_pairs_mut()
+        .append_pair("limit", &wanted.to_string());
+    // The warm-up's messages are acknowledged before their conversations exist: wait for them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let answer = client
+            .get(url.clone())
+            .bearer_auth(&args.console.token)
+            .send()
+            .await
+            .context("listing conversations")?;
+        let status = answer.status();
+        let body = answer.bytes().await.context("listing conversations")?;
+        anyhow::ensure!(
+            status.is_success(),
+            "listing conversations: HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        let page: Page = serde_json::from_slice(&body).context("listing conversations")?;
+        if page.data.len() as u64 >= wanted || tokio::time::Instant::now() >= deadline {
+            anyhow::ensure!(!page.data.is_empty(), "no conversation to update");
+            return Ok(page.data.into_iter().map(|c| c.id).collect());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// One message from each contact (run tag of its own), so the run's messages join open
@@ -462,7 +564,10 @@ impl FanoutReport {
                 ),
             ),
             (
-                "webhooks",
+                match self.source {
+                    "api" => "api writes",
+                    _ => "webhooks",
+                },
                 format!(
                     "{} of {} sent, {} accepted, {} duplicate, errors {}, {} late; {:.1} acks/s; \
                      ack p50 {:.2} ms p99 {:.2} ms",
