@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use switchboard_routing::engine::{Mode, Picture, Rule, channel_index, compile_rule};
+use switchboard_routing::engine::{Mode, Picture, Rule, Waiting, channel_index, compile_rule};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -294,12 +294,13 @@ impl Dispatcher {
             .min(timeout)
             .saturating_add(1);
         let mut picture = load_picture(&self.store, &self.config, account, fresh_after).await?;
-        let (waiting, traced): (Vec<_>, Vec<_>) = self
+        let (mut waiting, traced): (Vec<_>, Vec<_>) = self
             .store
             .waiting_conversations(account, now - routing.engine().affinity_window_ms)
             .await?
             .into_iter()
             .unzip();
+        self.sla_urgency(account, &mut waiting).await?;
         let mut waits = Vec::new();
         let mut placed_here = 0;
         for (i, plan) in picture.order(&waiting, now) {
@@ -389,6 +390,51 @@ impl Dispatcher {
 
     async fn publish(&self, account: &str, kind: &str, data: serde_json::Value) {
         self.events.publish(account, kind, data).await;
+    }
+
+    /// SLA urgency: a waiting conversation whose response clock has reached its warning is
+    /// urgent from then on. The engine makes a conversation urgent `urgency_margin` before its
+    /// reply deadline, so the deadline it is given is the warning plus the margin (or the
+    /// WhatsApp window's close, if earlier): urgent conversations are then served in the order
+    /// they became urgent, whichever clock made them so. Nothing is read for an account
+    /// without SLA policies.
+    async fn sla_urgency(&self, account: &str, waiting: &mut [Waiting]) -> Result<(), StoreError> {
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let policies = match crate::sla::watch::policies(&self.store, account).await {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                warn!(error = %e, "Could not read SLA policies; routing without SLA urgency.");
+                return Ok(());
+            }
+        };
+        let margin = self.config.routing.engine().urgency_margin_ms;
+        let watched = self
+            .store
+            .sla_watched(
+                account,
+                None,
+                true,
+                i64::try_from(waiting.len()).unwrap_or(i64::MAX),
+            )
+            .await?;
+        let mut urgent: HashMap<String, i64> = HashMap::new();
+        for conv in &watched {
+            if let Some((policy, hours)) =
+                crate::sla::watch::covering(&policies, &conv.inbox_id, conv.team_id.as_deref())
+                && let Some(from) = crate::sla::urgent_from(policy, hours, &conv.moments)
+            {
+                urgent.insert(conv.id.clone(), from.saturating_add(margin));
+            }
+        }
+        for w in waiting.iter_mut() {
+            if let Some(deadline) = urgent.get(&w.id) {
+                w.reply_deadline = Some(w.reply_deadline.map_or(*deadline, |d| d.min(*deadline)));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -345,7 +345,7 @@ async fn conversation_sla(
         .map_err(ApiError::internal)?;
     let watched = state
         .store
-        .sla_watched(&who.account_id, Some(&conversation.id), 1)
+        .sla_watched(&who.account_id, Some(&conversation.id), false, 1)
         .await?;
     let (Some(conv), Some((policy, hours))) = (
         watched.first(),

@@ -315,6 +315,17 @@ pub fn clocks(policy: &Policy, hours: &BusinessHours, m: &Moments, now: i64) -> 
         .collect()
 }
 
+/// When a conversation waiting for an agent becomes urgent by its SLA: the warning time of its
+/// earliest running response clock (first or next response). Resolution clocks do not make
+/// a conversation urgent: an agent taking it sooner does not resolve it sooner.
+pub fn urgent_from(policy: &Policy, hours: &BusinessHours, m: &Moments) -> Option<i64> {
+    clocks(policy, hours, m, i64::MIN)
+        .into_iter()
+        .filter(|c| c.metric != Metric::Resolution && c.stopped_at_ms.is_none())
+        .map(|c| c.warn_at_ms)
+        .min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

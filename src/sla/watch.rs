@@ -86,7 +86,11 @@ impl Watcher {
     async fn round(&self, now: i64) -> anyhow::Result<()> {
         for account in self.store.sla_accounts().await? {
             let policies = policies(&self.store, &account).await?;
-            for conv in self.store.sla_watched(&account, None, MAX_WATCHED).await? {
+            for conv in self
+                .store
+                .sla_watched(&account, None, false, MAX_WATCHED)
+                .await?
+            {
                 if let Some((policy, hours)) =
                     covering(&policies, &conv.inbox_id, conv.team_id.as_deref())
                 {

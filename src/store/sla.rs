@@ -156,11 +156,13 @@ impl Store {
     }
 
     /// Conversations of the account whose clocks may still run (not resolved), newest first,
-    /// at most `limit`; or, with `only`, that one conversation whatever its status.
+    /// at most `limit`; with `waiting`, only those waiting for an agent; with `only`, that one
+    /// conversation whatever its status.
     pub async fn sla_watched(
         &self,
         account_id: &str,
         only: Option<&str>,
+        waiting: bool,
         limit: i64,
     ) -> Result<Vec<Watched>, StoreError> {
         let mut tx = self.scoped(account_id).await?;
@@ -170,11 +172,13 @@ impl Store {
              (SELECT MIN(created_at) FROM messages m WHERE m.conversation_id = c.id AND m.direction = 'outbound'), \
              (SELECT MAX(created_at) FROM messages m WHERE m.conversation_id = c.id AND m.direction = 'outbound') \
              FROM conversations c WHERE c.account_id = $1 AND ($2 IS NULL OR c.id = $2) \
-             AND ($2 IS NOT NULL OR c.status <> 'resolved') ORDER BY c.id DESC LIMIT $3",
+             AND ($2 IS NOT NULL OR c.status <> 'resolved') \
+             AND ($4 = 0 OR c.routing_state = 'waiting') ORDER BY c.id DESC LIMIT $3",
         )
         .bind(account_id)
         .bind(only)
         .bind(limit)
+        .bind(i64::from(waiting))
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Vec::with_capacity(rows.len());

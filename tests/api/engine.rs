@@ -25,6 +25,7 @@ on_both_backends!(
     manual_assignment_frees_and_unassignment_requeues,
     storm_keeps_the_invariants,
     the_commit_refuses_what_changed_since_the_decision,
+    an_sla_warning_puts_a_later_arrival_first,
 );
 
 /// The hub, an admin and helpers to drive agents and customers.
@@ -1043,4 +1044,48 @@ async fn the_commit_refuses_what_changed_since_the_decision(backend: Backend) {
         .get(0);
     assert_eq!(active, 3, "the live counts match the three commits");
     store.close().await;
+}
+
+async fn an_sla_warning_puts_a_later_arrival_first(backend: Backend) {
+    let mut floor = Floor::open(backend, "").await;
+    // First response within an hour, warned a second after the customer wrote.
+    let (status, policy) = floor
+        .admin(
+            Method::POST,
+            "/v1/admin/sla-policies",
+            Some(json!({ "name": "WhatsApp", "inbox_id": "inb_support-wa",
+                         "first_response_secs": 3600, "warning_secs": 3599 })),
+        )
+        .await;
+    assert_eq!(status, 201, "{policy}");
+    // The first arrival is answered while it waits, so its response clock has stopped; the
+    // second's is running and reaches its warning.
+    let first = floor.arrive().await;
+    floor.until(&first, "waiting", None).await;
+    let (status, body) = floor
+        .admin(
+            Method::POST,
+            &format!("/v1/conversations/{first}/messages"),
+            Some(json!({ "text": "We will be with you shortly." })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let second = floor.arrive().await;
+    floor.until(&second, "waiting", None).await;
+    eventually("the second's SLA warning", || async {
+        let (_, sla) = floor
+            .admin(
+                Method::GET,
+                &format!("/v1/conversations/{second}/sla"),
+                None,
+            )
+            .await;
+        (sla["clocks"][0]["state"] == "warning").then_some(())
+    })
+    .await;
+    // One slot: the urgent one takes it, ahead of the earlier arrival.
+    let ana = floor.agent(1, json!({})).await;
+    floor.until(&second, "assigned", Some(&ana.id)).await;
+    assert_eq!(floor.conversation(&first).await["routing_state"], "waiting");
+    floor.close().await;
 }
