@@ -55,6 +55,13 @@ const MAX_ERRORS: u32 = 10;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a socket cut off for being too slow has to read up to its close frame.
 const SLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `switchboard_ws_frames_total`: event frames written to sockets (live and replayed). The
+/// handle is looked up once, not per frame, since fan-out writes hundreds of thousands a second.
+fn frames_pushed() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("switchboard_ws_frames_total"))
+}
+
 /// Frames written before one flush, when many are waiting.
 const FLUSH_EVERY: usize = 64;
 /// Bytes written before one flush, when many frames are waiting.
@@ -657,11 +664,12 @@ impl Session {
         ring: &mut Receiver<Arc<LiveEvent>>,
         first: Arc<LiveEvent>,
     ) -> anyhow::Result<bool> {
-        let (mut written, mut frames) = (0, 0);
+        let (mut written, mut frames, mut pushed) = (0, 0, 0);
         let mut next = Some(first);
         while let Some(event) = next.take() {
             if let Some(frame) = self.admit(&event).await {
                 written += frame.len();
+                pushed += 1;
                 timed(ws.feed(Message::Text(frame))).await?;
             }
             frames += 1;
@@ -676,6 +684,7 @@ impl Session {
         }
         if written > 0 {
             timed(ws.flush()).await?;
+            frames_pushed().increment(pushed);
         }
         Ok(true)
     }
@@ -754,13 +763,16 @@ impl Session {
             if rows.is_empty() {
                 return Ok(());
             }
+            let mut pushed = 0;
             for row in rows {
                 let event = LiveEvent::from_logged(row);
                 if let Some(frame) = self.admit(&event).await {
+                    pushed += 1;
                     timed(ws.feed(Message::Text(frame))).await?;
                 }
             }
             timed(ws.flush()).await?;
+            frames_pushed().increment(pushed);
         }
     }
 

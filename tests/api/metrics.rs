@@ -74,6 +74,8 @@ fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
 async fn metrics_parse_and_move_with_traffic() {
     let site = Site::new(Backend::Embedded);
     let hub = TestHub::start(&site).await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let mut console = crate::console::Console::open(&hub, &admin.token, None).await;
     let before = scrape(&hub).await;
 
     for i in 0..2 {
@@ -90,6 +92,8 @@ async fn metrics_parse_and_move_with_traffic() {
         .unwrap();
     assert_eq!(forged.status(), 403);
     hub.wait_for_messages(2).await;
+    console.next_of("message.created").await;
+    console.next_of("message.created").await;
 
     let moved = |after: &HashMap<String, f64>, series: &str, by: f64| {
         get(after, series) - get(&before, series) >= by
@@ -117,6 +121,7 @@ async fn metrics_parse_and_move_with_traffic() {
                 "switchboard_messages_stored_total{channel=\"whatsapp\"}",
                 2.0,
             ),
+            ("switchboard_ws_frames_total", 2.0),
         ]
         .iter()
         .all(|(series, by)| moved(&after, series, *by));
