@@ -151,6 +151,52 @@ destinations = ["ops"]
             .unwrap()
             .starts_with("[FIRING] breaches"),
     );
+
+    // Changed and removed over REST, each audited; a policy that is gone stops covering.
+    let id = created["id"].as_str().unwrap();
+    let (status, changed) = call(
+        Method::PUT,
+        &format!("/v1/admin/sla-policies/{id}"),
+        Some(with("name", json!("WhatsApp, day shift"))),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["name"], "WhatsApp, day shift");
+    let (status, _) = call(
+        Method::PUT,
+        "/v1/admin/sla-policies/sla_nope",
+        Some(policy.clone()),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        Method::DELETE,
+        &format!("/v1/admin/sla-policies/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        Method::DELETE,
+        &format!("/v1/admin/sla-policies/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(clocks(bob.clone()).await["policy_id"], Value::Null);
+    for action in [
+        "sla_policy.created",
+        "sla_policy.updated",
+        "sla_policy.deleted",
+    ] {
+        let (status, page) = call(Method::GET, &format!("/v1/audit?action={action}"), None).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["data"].as_array().unwrap().len(),
+            1,
+            "{action}: {page}"
+        );
+    }
     hub.stop().await;
     site.cleanup().await;
 }
