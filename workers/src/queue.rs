@@ -171,42 +171,52 @@ impl Queue {
         delivery_concurrency: usize,
         shutdown: CancellationToken,
     ) -> Result<(), QueueError> {
-        // apalis ends a worker whose backend fails (a Redis blip, a locked database). The node
-        // stays up, keeps acknowledging durably (events wait in the store), and starts fresh
-        // workers after a capped backoff; the recovery sweep queues whatever waited.
         tokio::spawn(self.clone().prune_finished(shutdown.clone()));
+        if let Queue::Redis { .. } = self {
+            tokio::spawn(self.clone().promote_due(shutdown.clone()));
+        }
+        // One monitor per queue: a worker whose backend failed (apalis ends a worker on its
+        // first fetch error: a Redis blip) is started again on its own, while the other
+        // queue's worker carries on. In one shared monitor it stayed dead for good.
+        let normalize = self.supervise(
+            "normalize-inbound",
+            shutdown.clone(),
+            |queue, name, stop| queue.run_normalize(name, port.clone(), concurrency, stop),
+        );
+        let deliver = self.supervise("deliver-outbound", shutdown.clone(), |queue, name, stop| {
+            queue.run_deliver(name, outbound.clone(), delivery_concurrency, stop)
+        });
+        tokio::join!(normalize, deliver);
+        info!("Workers stopped.");
+        Ok(())
+    }
+
+    /// Runs one queue's worker until `shutdown`, starting it again (after a growing pause)
+    /// whenever it ends early.
+    async fn supervise<F, Fut>(&self, queue: &'static str, shutdown: CancellationToken, run: F)
+    where
+        F: Fn(Queue, String, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<(), std::io::Error>>,
+    {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let outcome = self
-                .run_monitor(
-                    (port.clone(), concurrency),
-                    (outbound.clone(), delivery_concurrency),
-                    shutdown.clone(),
-                )
-                .await;
+            let name = format!("{queue}-{}-{}", std::process::id(), nanos());
+            let outcome = run(self.clone(), name, shutdown.clone()).await;
             if shutdown.is_cancelled() {
-                info!("Workers stopped.");
-                return Ok(());
+                return;
             }
             match outcome {
-                Ok(()) => warn!("Workers ended unexpectedly; restarting them."),
-                Err(e) => warn!(error = %e, "Workers failed; restarting them."),
+                Ok(()) => warn!(queue, "A worker ended unexpectedly; starting it again."),
+                Err(e) => warn!(queue, error = %e, "A worker failed; starting it again."),
             }
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
-    /// Deletes finished jobs periodically.
-    ///
-    /// Both apalis backends keep every finished job. On SQLite that is worse than wasted space:
-    /// its acknowledgement query (`UPDATE Jobs … FROM json_each(?)`) costs time in proportion to
-    /// the table, and measured, the queue's CPU grew quadratically with the events handled
-    /// (docs/BENCHMARKS.md). On Redis each job leaves hash entries that never expire. Finished
-    /// jobs carry nothing the hub needs — `inbound_events` is the record of what was processed.
     async fn prune_finished(self, shutdown: CancellationToken) {
         let period = match self {
             Queue::Sqlite { .. } => Duration::from_secs(1),
@@ -240,28 +250,21 @@ impl Queue {
         }
     }
 
-    async fn run_monitor(
-        &self,
-        (port, concurrency): (Arc<dyn InboundPort>, usize),
-        (outbound, delivery_concurrency): (Arc<dyn OutboundPort>, usize),
+    /// The normalize worker in a monitor of its own; returns when the worker ends.
+    async fn run_normalize(
+        self,
+        name: String,
+        port: Arc<dyn InboundPort>,
+        concurrency: usize,
         shutdown: CancellationToken,
-    ) -> Result<(), QueueError> {
+    ) -> Result<(), std::io::Error> {
+        let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
         let signal = async move {
             shutdown.cancelled().await;
             Ok(())
         };
-        // A worker's name is registered in the backend while it lives; a process killed with
-        // SIGKILL leaves its name behind, so every start takes a fresh one.
-        let stamp = format!("{}-{}", std::process::id(), nanos());
-        let (name, delivery_name) = (
-            format!("normalize-inbound-{stamp}"),
-            format!("deliver-outbound-{stamp}"),
-        );
-        let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
-        let result = match self.clone() {
-            Queue::Sqlite {
-                normalize, deliver, ..
-            } => {
+        match self {
+            Queue::Sqlite { normalize, .. } => {
                 monitor
                     .register(move |_| {
                         WorkerBuilder::new(name.clone())
@@ -270,19 +273,10 @@ impl Queue {
                             .concurrency(concurrency)
                             .build(run_normalize)
                     })
-                    .register(move |_| {
-                        WorkerBuilder::new(delivery_name.clone())
-                            .backend(deliver.clone().poll_with_interval(POLL))
-                            .data(outbound.clone())
-                            .concurrency(delivery_concurrency)
-                            .build(run_deliver)
-                    })
                     .run_with_signal(signal)
                     .await
             }
-            Queue::Redis {
-                normalize, deliver, ..
-            } => {
+            Queue::Redis { normalize, .. } => {
                 monitor
                     .register(move |_| {
                         WorkerBuilder::new(name.clone())
@@ -291,20 +285,119 @@ impl Queue {
                             .concurrency(concurrency)
                             .build(run_normalize)
                     })
+                    .run_with_signal(signal)
+                    .await
+            }
+        }
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// The outbound delivery worker in a monitor of its own; returns when the worker ends.
+    async fn run_deliver(
+        self,
+        name: String,
+        outbound: Arc<dyn OutboundPort>,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) -> Result<(), std::io::Error> {
+        let monitor = Monitor::new().shutdown_timeout(Duration::from_secs(10));
+        let signal = async move {
+            shutdown.cancelled().await;
+            Ok(())
+        };
+        match self {
+            Queue::Sqlite { deliver, .. } => {
+                monitor
                     .register(move |_| {
-                        WorkerBuilder::new(delivery_name.clone())
-                            .backend(deliver.clone().poll_with_interval(REDIS_POLL))
+                        WorkerBuilder::new(name.clone())
+                            .backend(deliver.clone().poll_with_interval(POLL))
                             .data(outbound.clone())
-                            .concurrency(delivery_concurrency)
+                            .concurrency(concurrency)
                             .build(run_deliver)
                     })
                     .run_with_signal(signal)
                     .await
             }
+            Queue::Redis { deliver, .. } => {
+                monitor
+                    .register(move |_| {
+                        WorkerBuilder::new(name.clone())
+                            .backend(deliver.clone().poll_with_interval(REDIS_POLL))
+                            .data(outbound.clone())
+                            .concurrency(concurrency)
+                            .build(run_deliver)
+                    })
+                    .run_with_signal(signal)
+                    .await
+            }
+        }
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    }
+
+    /// apalis-redis pushes every job into the queue's scheduled set, and a worker's fetch moves
+    /// all that are due to the active list in one Lua call that unpacks them as arguments: past
+    /// about 8,000 due jobs (a backlog built while workers were busy or down) that call fails,
+    /// and with it every fetch, for good. Due jobs are moved here in bounded chunks instead,
+    /// every poll, so the set never grows that far.
+    async fn promote_due(self, shutdown: CancellationToken) {
+        let Queue::Redis {
+            conn,
+            normalize,
+            deliver,
+        } = self
+        else {
+            return;
         };
-        result.map_err(|e| QueueError::Stopped(e.to_string()))
+        let script = redis::Script::new(PROMOTE_DUE);
+        let queues = [normalize.get_config().clone(), deliver.get_config().clone()];
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REDIS_POLL) => {}
+            }
+            for config in &queues {
+                loop {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default();
+                    let moved: Result<u64, _> = script
+                        .key(config.scheduled_jobs_set())
+                        .key(config.active_jobs_list())
+                        .key(config.signal_list())
+                        .arg(now)
+                        .arg(PROMOTE_CHUNK)
+                        .invoke_async(&mut conn.clone())
+                        .await;
+                    match moved {
+                        Ok(n) if n == PROMOTE_CHUNK => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            warn!(error = %e, "Could not move due jobs to the active list.");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
+
+/// Jobs moved per call of [`PROMOTE_DUE`], well under Lua's unpack limit.
+const PROMOTE_CHUNK: u64 = 1000;
+
+/// KEYS: scheduled set, active list, signal list; ARGV: now (the set's score unit), most to
+/// move. What apalis-redis's fetch does with due jobs, a bounded chunk at a time.
+const PROMOTE_DUE: &str = r#"
+local due = redis.call("zrangebyscore", KEYS[1], 0, ARGV[1], "LIMIT", 0, ARGV[2])
+if #due > 0 then
+    redis.call("rpush", KEYS[2], unpack(due))
+    redis.call("zrem", KEYS[1], unpack(due))
+    redis.call("del", KEYS[3])
+    redis.call("lpush", KEYS[3], 1)
+end
+return #due
+"#;
 
 async fn run_normalize(
     job: NormalizeInbound,
@@ -447,6 +540,70 @@ mod tests {
         workers.await.unwrap().unwrap();
     }
 
+    /// A backlog pushed while no worker ran (worker nodes down, or busy) is worked off once
+    /// they start. On Redis, more than about 8,000 due jobs once broke apalis-redis's fetch for
+    /// good (its Lua unpack limit), and the dead worker was never started again.
+    async fn a_large_backlog_is_worked_off(queue: Queue) {
+        const BACKLOG: usize = 9_000;
+        for chunk in 0..(BACKLOG / 1000) {
+            let jobs = (0..1000)
+                .map(|i| NormalizeInbound::new(format!("evt_{chunk}_{i}")))
+                .collect();
+            queue.enqueue_many(jobs).await.unwrap();
+        }
+        let seen = Arc::new(Seen::default());
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn({
+            let (queue, port, shutdown) = (queue.clone(), seen.clone(), shutdown.clone());
+            async move { queue.run_workers(port.clone(), port, 16, 2, shutdown).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let handled = seen.0.lock().unwrap().iter().collect::<HashSet<_>>().len();
+            if handled == BACKLOG {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {handled} of {BACKLOG} jobs handled"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        workers.await.unwrap().unwrap();
+    }
+
+    async fn redis_queue() -> (Queue, ConnectionManager, String) {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
+            .await
+            .unwrap();
+        let prefix = format!("test:queue:{}:{}:", std::process::id(), nanos());
+        (Queue::redis(conn.clone(), &prefix), conn, prefix)
+    }
+
+    async fn forget(mut conn: ConnectionManager, prefix: &str) {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_backlog_on_redis() {
+        let (queue, conn, prefix) = redis_queue().await;
+        a_large_backlog_is_worked_off(queue).await;
+        forget(conn, &prefix).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_sqlite() {
         let dir = std::env::temp_dir().join(format!("sb-queue-{}-{}", std::process::id(), nanos()));
@@ -460,24 +617,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_redis() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let conn = ConnectionManager::new(redis::Client::open(url).unwrap())
-            .await
-            .unwrap();
-        let prefix = format!("test:queue:{}:{}:", std::process::id(), nanos());
-        every_job_is_handled_and_shutdown_is_clean(Queue::redis(conn.clone(), &prefix)).await;
-        let mut conn = conn;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
+        let (queue, conn, prefix) = redis_queue().await;
+        every_job_is_handled_and_shutdown_is_clean(queue).await;
+        forget(conn, &prefix).await;
     }
 }
