@@ -19,7 +19,7 @@ use crate::dedup::Dedup;
 use crate::http::{self, AppState};
 use crate::ids;
 use crate::inboxes::Registry;
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, Normalizer};
 use crate::intake::{Intake, Journal};
 use crate::limits::Limits;
 use crate::store::Store;
@@ -131,12 +131,16 @@ pub async fn run(
         crate::inboxes::watch(watched, broker, token).await;
         Ok(())
     });
+    // A node that runs workers normalizes its own intake at once, with jobs as the fallback.
+    let mut normalizer = None;
     if roles.worker {
-        let port: Arc<dyn InboundPort> = Arc::new(Ingest {
+        let local = Normalizer::start(Arc::new(Ingest {
             store: backends.store.clone(),
             events: events.clone(),
             registry: registry.clone(),
-        });
+        }));
+        normalizer = Some(local.clone());
+        let port: Arc<dyn InboundPort> = Arc::new(local);
         let pacing = Arc::new(crate::outbound::Pacing::new(&config.outbound));
         let outbound: Arc<dyn OutboundPort> = Arc::new(crate::outbound::Deliverer {
             store: backends.store.clone(),
@@ -257,7 +261,7 @@ pub async fn run(
             broker: backends.broker.clone(),
             queue: backends.queue.clone(),
             intake: Intake {
-                journal: Journal::start(backends.store.clone(), backends.queue.clone()),
+                journal: Journal::start(backends.store.clone(), backends.queue.clone(), normalizer),
                 dedup: backends.dedup.clone(),
                 dedup_ttl: Duration::from_secs(config.intake.dedup_ttl_secs),
                 tally: tally.clone(),

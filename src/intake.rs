@@ -15,12 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use switchboard_workers::{NormalizeInbound, Queue};
+use switchboard_workers::{NormalizeInbound, Queue, RawEvent};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::warn;
 
 use crate::dedup::Dedup;
 use crate::error::ApiError;
+use crate::ingest::Normalizer;
 use crate::store::inbound::{EventRow, NewEvent};
 use crate::store::{Dialect, Store};
 
@@ -47,7 +48,9 @@ pub struct Journal {
 impl Journal {
     /// Starts the writers. SQLite has one writer at a time, so one task; PostgreSQL commits
     /// in parallel, so a few, each committing whatever waits when it is free.
-    pub fn start(store: Store, queue: Queue) -> Self {
+    /// `normalizer`: this node's, when it runs workers; new events are handed to it directly
+    /// (no queue round trip) while it has room.
+    pub fn start(store: Store, queue: Queue, normalizer: Option<Normalizer>) -> Self {
         let (requests, receiver) = mpsc::channel(MAX_BATCH * 8);
         let receiver = Arc::new(Mutex::new(receiver));
         let writers = match store.dialect() {
@@ -58,6 +61,7 @@ impl Journal {
             tokio::spawn(write_batches(
                 store.clone(),
                 queue.clone(),
+                normalizer.clone(),
                 receiver.clone(),
             ));
         }
@@ -84,6 +88,7 @@ impl Journal {
 async fn write_batches(
     store: Store,
     queue: Queue,
+    normalizer: Option<Normalizer>,
     receiver: Arc<Mutex<mpsc::Receiver<(EventRow, Reply)>>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -97,11 +102,15 @@ async fn write_batches(
         let (rows, replies): (Vec<EventRow>, Vec<Reply>) = batch.drain(..).unzip();
         metrics::histogram!("switchboard_intake_batch_size").record(rows.len() as f64);
         match store.record_events(&rows).await {
-            Ok(new) => {
+            Ok((new, received_at_ms)) => {
                 let jobs = rows
                     .iter()
                     .zip(&new)
                     .filter(|(_, new)| **new)
+                    .filter(|(row, _)| match &normalizer {
+                        Some(normalizer) => !normalizer.hand_over(raw_event(row, received_at_ms)),
+                        None => true,
+                    })
                     .map(|(row, _)| NormalizeInbound::new(&row.id))
                     .collect();
                 if let Err(e) = queue.enqueue_many(jobs).await {
@@ -198,6 +207,19 @@ pub fn event_key(dedup_keys: &[String], body: &[u8]) -> String {
         }
     }
     format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The event as normalization reads it back from the store.
+fn raw_event(row: &EventRow, received_at_ms: i64) -> RawEvent {
+    RawEvent {
+        id: row.id.clone(),
+        account_id: row.account_id.clone(),
+        source: row.source.clone(),
+        inbox_id: row.inbox_id.clone(),
+        body: row.body.to_vec(),
+        status: "received".to_owned(),
+        received_at_ms,
+    }
 }
 
 #[cfg(test)]

@@ -164,76 +164,9 @@ impl Store {
         message: &InboundMessage,
     ) -> Result<Option<StoredMessage>, StoreError> {
         let mut tx = self.begin().await?;
-        let now = ids::now_ms();
-        let contact_id = resolve_contact(&mut tx, target.account_id, &message.sender, now).await?;
-        let (conversation_id, conversation_created) =
-            open_conversation(&mut tx, target, &contact_id, message.sent_at_ms, now).await?;
-        let message_id = ids::new(ids::MESSAGE);
-        let content_value = serde_json::to_value(&message.content)
-            .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
-        let content = content_value.to_string();
-        let inserted = sqlx::query(
-            "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
-             content, provider_message_id, reply_to, forwarded, status, status_rank, sent_at, created_at, \
-             inbound_event_id, raw) \
-             VALUES ($1, $2, $3, $4, 'inbound', $5, $6, $7, $8, $9, 'received', 0, $10, $11, $12, $13) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&message_id)
-        .bind(target.account_id)
-        .bind(&conversation_id)
-        .bind(target.inbox_id)
-        .bind(message.content.kind())
-        .bind(content)
-        .bind(&message.provider_message_id)
-        .bind(message.reply_to.as_deref())
-        .bind(i64::from(message.forwarded))
-        .bind(message.sent_at_ms)
-        .bind(now)
-        .bind(target.event_id)
-        .bind(message.raw.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            // Roll back so that a conversation opened only for this duplicate disappears too.
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        sqlx::query(
-            "UPDATE conversations SET last_message_at = CASE WHEN last_message_at > $1 \
-             THEN last_message_at ELSE $1 END, last_inbound_at = CASE WHEN last_inbound_at > $1 \
-             THEN last_inbound_at ELSE $1 END, first_message = COALESCE(first_message, $4), \
-             updated_at = $2 WHERE id = $3",
-        )
-        .bind(message.sent_at_ms)
-        .bind(now)
-        .bind(&conversation_id)
-        .bind(routing_text(&message.content))
-        .execute(&mut *tx)
-        .await?;
+        let stored = store_inbound_in(&mut tx, target, message).await?;
         tx.commit().await?;
-        Ok(Some(StoredMessage {
-            message: Message {
-                id: message_id,
-                conversation_id: conversation_id.clone(),
-                inbox_id: target.inbox_id.to_owned(),
-                direction: "inbound".to_owned(),
-                content_type: message.content.kind().to_owned(),
-                content: content_value,
-                provider_message_id: Some(message.provider_message_id.clone()),
-                reply_to: message.reply_to.clone(),
-                forwarded: message.forwarded,
-                status: "received".to_owned(),
-                error: None,
-                sent_at_ms: message.sent_at_ms,
-                created_at_ms: now,
-            },
-            conversation_id,
-            conversation_created,
-            account_id: target.account_id.to_owned(),
-        }))
+        Ok(stored)
     }
 
     /// Records a provider status report and applies it to the outbound message it names, only
@@ -246,7 +179,23 @@ impl Store {
         status: &StatusUpdate,
     ) -> Result<Option<super::outbound::Transition>, StoreError> {
         let mut tx = self.begin().await?;
-        self.lock_provider_id(&mut tx, account_id, &status.provider_message_id)
+        let moved = self
+            .store_status_in(&mut tx, account_id, channel, event_id, status)
+            .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// [`Store::store_status`] inside `tx`.
+    pub(crate) async fn store_status_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        account_id: &str,
+        channel: &str,
+        event_id: &str,
+        status: &StatusUpdate,
+    ) -> Result<Option<super::outbound::Transition>, StoreError> {
+        self.lock_provider_id(tx, account_id, &status.provider_message_id)
             .await?;
         let errors = serde_json::to_string(&status.errors)
             .map_err(|e| StoreError::Setup(format!("errors do not serialize: {e}")))?;
@@ -266,7 +215,7 @@ impl Store {
         .bind(&errors)
         .bind(event_id)
         .bind(ids::now_ms())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -283,7 +232,7 @@ impl Store {
             .bind(error)
             .bind(account_id)
             .bind(&status.provider_message_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
             .map(|r| super::outbound::Transition {
                 message_id: r.get(0),
@@ -292,7 +241,6 @@ impl Store {
                 error: error.map(str::to_owned),
             });
         }
-        tx.commit().await?;
         Ok(moved)
     }
 
@@ -475,6 +423,99 @@ fn routing_text(content: &MessageContent) -> Option<&str> {
         MessageContent::Media { caption, .. } => caption.as_deref(),
         _ => None,
     }
+}
+
+/// Stores one inbound message inside `tx`: contact, open conversation, message. `Ok(None)`
+/// when the message was already stored (a redelivery or a re-run).
+pub(crate) async fn store_inbound_in(
+    tx: &mut Transaction<'static, Any>,
+    target: &Target<'_>,
+    message: &InboundMessage,
+) -> Result<Option<StoredMessage>, StoreError> {
+    // Known already (a redelivery, or a re-run of an event that stored it): nothing is
+    // opened for it. Read first, so that one duplicate never undoes the rest of a batch.
+    let known = sqlx::query(
+        "SELECT 1 FROM messages WHERE inbox_id = $1 AND direction = 'inbound' \
+         AND provider_message_id = $2",
+    )
+    .bind(target.inbox_id)
+    .bind(&message.provider_message_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if known.is_some() {
+        return Ok(None);
+    }
+    let now = ids::now_ms();
+    let contact_id = resolve_contact(tx, target.account_id, &message.sender, now).await?;
+    let (conversation_id, conversation_created) =
+        open_conversation(tx, target, &contact_id, message.sent_at_ms, now).await?;
+    let message_id = ids::new(ids::MESSAGE);
+    let content_value = serde_json::to_value(&message.content)
+        .map_err(|e| StoreError::Setup(format!("content does not serialize: {e}")))?;
+    let content = content_value.to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO messages (id, account_id, conversation_id, inbox_id, direction, content_type, \
+         content, provider_message_id, reply_to, forwarded, status, status_rank, sent_at, created_at, \
+         inbound_event_id, raw) \
+         VALUES ($1, $2, $3, $4, 'inbound', $5, $6, $7, $8, $9, 'received', 0, $10, $11, $12, $13) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&message_id)
+    .bind(target.account_id)
+    .bind(&conversation_id)
+    .bind(target.inbox_id)
+    .bind(message.content.kind())
+    .bind(content)
+    .bind(&message.provider_message_id)
+    .bind(message.reply_to.as_deref())
+    .bind(i64::from(message.forwarded))
+    .bind(message.sent_at_ms)
+    .bind(now)
+    .bind(target.event_id)
+    .bind(message.raw.to_string())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !inserted {
+        // A concurrent writer stored it between the read and the insert (PostgreSQL;
+        // SQLite writers are serialized). The conversation opened here may be this
+        // duplicate's alone: the caller rolls everything back and tries again, and the
+        // read above then finds the message.
+        return Err(StoreError::Raced("an inbound message stored concurrently"));
+    }
+    sqlx::query(
+        "UPDATE conversations SET last_message_at = CASE WHEN last_message_at > $1 \
+         THEN last_message_at ELSE $1 END, last_inbound_at = CASE WHEN last_inbound_at > $1 \
+         THEN last_inbound_at ELSE $1 END, first_message = COALESCE(first_message, $4), \
+         updated_at = $2 WHERE id = $3",
+    )
+    .bind(message.sent_at_ms)
+    .bind(now)
+    .bind(&conversation_id)
+    .bind(routing_text(&message.content))
+    .execute(&mut **tx)
+    .await?;
+    Ok(Some(StoredMessage {
+        message: Message {
+            id: message_id,
+            conversation_id: conversation_id.clone(),
+            inbox_id: target.inbox_id.to_owned(),
+            direction: "inbound".to_owned(),
+            content_type: message.content.kind().to_owned(),
+            content: content_value,
+            provider_message_id: Some(message.provider_message_id.clone()),
+            reply_to: message.reply_to.clone(),
+            forwarded: message.forwarded,
+            status: "received".to_owned(),
+            error: None,
+            sent_at_ms: message.sent_at_ms,
+            created_at_ms: now,
+        },
+        conversation_id,
+        conversation_created,
+        account_id: target.account_id.to_owned(),
+    }))
 }
 
 /// Finds the contact behind the sender's identities, creating it (and attaching any identity it

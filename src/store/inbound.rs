@@ -73,8 +73,8 @@ pub const BODY_PREVIEW_BYTES: usize = 16 * 1024;
 impl Store {
     /// Makes a batch of events durable in one transaction (one commit, one fsync, however many
     /// events). Returns, per event, whether it is new (`false`: its key was already recorded,
-    /// earlier or earlier in this same batch).
-    pub async fn record_events(&self, events: &[EventRow]) -> Result<Vec<bool>, StoreError> {
+    /// earlier or earlier in this same batch), and the time recorded as their `received_at`.
+    pub async fn record_events(&self, events: &[EventRow]) -> Result<(Vec<bool>, i64), StoreError> {
         let mut tx = self.begin().await?;
         let now = ids::now_ms();
         let mut new = Vec::with_capacity(events.len());
@@ -100,7 +100,7 @@ impl Store {
             new.push(inserted);
         }
         tx.commit().await?;
-        Ok(new)
+        Ok((new, now))
     }
 
     pub async fn load_event(&self, id: &str) -> Result<Option<RawEvent>, StoreError> {
@@ -130,16 +130,9 @@ impl Store {
         status: &str,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE inbound_events SET status = $1, error = $2, processed_at = $3, \
-             attempts = attempts + 1 WHERE id = $4 AND status = 'received'",
-        )
-        .bind(status)
-        .bind(error)
-        .bind(ids::now_ms())
-        .bind(id)
-        .execute(self.pool())
-        .await?;
+        let mut tx = self.begin().await?;
+        finish_event_in(&mut tx, id, status, error).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -206,4 +199,24 @@ fn event_summary(r: &AnyRow) -> EventSummary {
         body: String::from_utf8_lossy(shown).into_owned(),
         body_truncated: shown.len() < body.len(),
     }
+}
+
+/// [`Store::finish_event`] inside `tx`.
+pub(crate) async fn finish_event_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE inbound_events SET status = $1, error = $2, processed_at = $3, \
+         attempts = attempts + 1 WHERE id = $4 AND status = 'received'",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(ids::now_ms())
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

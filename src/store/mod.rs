@@ -53,6 +53,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("{0}")]
     Setup(String),
+    /// A concurrent writer got there between a read and a write; the caller retries.
+    #[error("raced: {0}")]
+    Raced(&'static str),
 }
 
 /// Every database error passes here, so here it is counted (`switchboard_database_errors_total`),
