@@ -136,6 +136,7 @@ pub async fn run(
             store: backends.store.clone(),
             events: events.clone(),
             registry: registry.clone(),
+            tally: tally.clone(),
         });
         let pacing = Arc::new(crate::outbound::Pacing::new(&config.outbound));
         let outbound: Arc<dyn OutboundPort> = Arc::new(crate::outbound::Deliverer {

@@ -21,6 +21,8 @@ pub struct Ingest {
     pub store: Store,
     pub events: crate::live::Events,
     pub registry: Arc<Registry>,
+    /// Counts customer messages per inbox for the `inbound_silence` alert signal.
+    pub tally: Arc<crate::alerts::watch::Tally>,
 }
 
 fn transient(e: StoreError) -> PortError {
@@ -102,6 +104,11 @@ impl InboundPort for Ingest {
                         .map_err(transient)?;
                     if let Some(stored) = stored {
                         metrics::counter!("switchboard_messages_stored_total", "channel" => inbox.channel.as_str()).increment(1);
+                        self.tally.count(
+                            &inbox.account_id,
+                            crate::alerts::watch::INBOUND_MESSAGES,
+                            Some(&crate::alerts::Dimension::Inbox.scope(&inbox.id)),
+                        );
                         if stored.conversation_created {
                             self.publish(
                                 &stored.account_id,
