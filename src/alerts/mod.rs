@@ -80,7 +80,7 @@ impl Signal {
     /// What the signal can be kept per, besides the account as a whole.
     pub fn dimension(self) -> Option<Dimension> {
         match self {
-            Signal::OutboundFailureRatio => Some(Dimension::Provider),
+            Signal::OutboundFailureRatio | Signal::CredentialsRejected => Some(Dimension::Provider),
             Signal::SlaBreaches => Some(Dimension::Team),
             Signal::InboundSilence => Some(Dimension::Inbox),
             _ => None,
@@ -160,11 +160,12 @@ pub struct RuleSpec {
     pub severity: String,
     /// Names of destinations; at least one.
     pub destinations: Vec<String>,
-    /// Keep one alert per `provider` (outbound_failure_ratio) or `team` (sla_breaches) instead
-    /// of one for the account; inbound_silence is always per `inbox`.
+    /// Keep one alert per `provider` (outbound_failure_ratio, credentials_rejected) or `team`
+    /// (sla_breaches) instead of one for the account; inbound_silence is always per `inbox`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<String>,
-    /// outbound_failure_ratio: only this provider (`whatsapp` or `twilio`).
+    /// outbound_failure_ratio, credentials_rejected: only this provider (`whatsapp` or
+    /// `twilio`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// sla_breaches: only this team (`team_…`).

@@ -543,7 +543,8 @@ fn summary(signal: Signal, value: f64, spec: &RuleSpec, scope: Option<&str>) -> 
             spec.threshold
         ),
         Signal::CredentialsRejected => format!(
-            "a provider refused an inbox's credentials {value} times over {} s; replace the token",
+            "{} refused an inbox's credentials {value} times over {} s; replace the token",
+            scope.unwrap_or("a provider"),
             spec.window_secs.unwrap_or(0)
         ),
     }
