@@ -633,6 +633,10 @@ mod tests {
         let mut r = outbound();
         r.per = Some("provider".to_owned());
         assert_eq!(per(r), Some(Dimension::Provider));
+        let mut r = as_signal("credentials_rejected", Some(600), 0.0);
+        r.provider = Some("whatsapp".to_owned());
+        assert_eq!(per(r.clone()), Some(Dimension::Provider));
+        assert_eq!(r.only(), Some("whatsapp"));
         let mut r = breaches();
         r.team = Some("team_support".to_owned());
         assert_eq!(per(r.clone()), Some(Dimension::Team));

@@ -953,7 +953,93 @@ async fn scoped_rules_refuse_fields_that_do_not_fit(backend: Backend) {
     site.cleanup().await;
 }
 
+/// A database at migration 0009 upgrades in place: its counter buckets become the account
+/// totals they were, an inbox that had customers is watched for silence at once, and the new
+/// table is behind PostgreSQL's account wall.
+async fn scopes_migrate_counts_and_seed_silence(backend: Backend) {
+    use sqlx::Row;
+    use switchboard::store::{Dialect, Store};
+    let site = Site::new(backend);
+    let store = Store::open(&site.config("").database).await.unwrap();
+    let dir = match store.dialect() {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgres",
+    };
+    let path = format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(&path))
+        .await
+        .unwrap();
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 9)
+            .cloned()
+            .collect(),
+    );
+    before.run(store.pool()).await.unwrap();
+    let account = store.ensure_account("default").await.unwrap();
+    for sql in [
+        "INSERT INTO inboxes (id, account_id, slug, channel, name, created_at, updated_at) \
+         VALUES ('inb_old', $1, 'old', 'sms', 'Old', 1, 1)",
+        "INSERT INTO contacts (id, account_id, created_at, updated_at) VALUES ('ctc_old', $1, 1, 1)",
+        "INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, \
+         last_message_at, last_inbound_at, created_at, updated_at) \
+         VALUES ('conv_old', $1, 'inb_old', 'ctc_old', 'sms', 'open', 5000, 5000, 1, 1)",
+        "INSERT INTO signal_counts (account_id, name, bucket_ms, count) \
+         VALUES ($1, 'webhooks.accepted', 10000, 7)",
+    ] {
+        sqlx::query(sql)
+            .bind(&account)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    store.migrate().await.unwrap();
+
+    assert_eq!(
+        store
+            .signal_sums(&account, "account", &["webhooks.accepted"], 0)
+            .await
+            .unwrap(),
+        [7]
+    );
+    assert_eq!(
+        store
+            .signal_last_seen(&account, "inbound.messages", "inbox:")
+            .await
+            .unwrap(),
+        [("inbox:inb_old".to_owned(), 5000)]
+    );
+    if backend == Backend::Distributed {
+        for table in ["signal_counts", "signal_seen"] {
+            let row = sqlx::query(
+                "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text, \
+                 (SELECT COUNT(*) FROM pg_policies p WHERE p.schemaname = $1 \
+                  AND p.tablename = $2 AND p.policyname = 'account_wall') \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+            )
+            .bind(&site.schema)
+            .bind(table)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            let (enabled, forced, policies): (String, String, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            assert_eq!(
+                (enabled.as_str(), forced.as_str(), policies),
+                ("true", "true", 1),
+                "{table}"
+            );
+        }
+    }
+    store.close().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    scopes_migrate_counts_and_seed_silence,
     one_failing_provider_pages_for_that_provider_only,
     sla_breaches_page_for_the_breaching_team_only,
     a_silent_inbox_pages_in_business_hours_only,
