@@ -710,14 +710,12 @@ destinations = ["ops"]
     flow::whatsapp_customer(&hub, "15555550911").await;
     flow::whatsapp_customer(&hub, "15555550912").await;
     flow::sms_customer(&hub, "+15555550913").await;
-    // The account-wide rule fires once all three breaches are counted; the per-team rule was
-    // evaluated on the same counts.
-    let fired = eventually("the account-wide breach alert", || async {
+    // The account-wide rule fires once all three breaches are counted, so Care's one breach
+    // has been seen by the per-team rule too (Care's count can only stay at 1).
+    let fired = eventually("the account-wide and the Sales alerts", || async {
         let history = alerts(&hub, t).await;
-        history
-            .iter()
-            .any(|a| a["rule"] == "all_breaches")
-            .then_some(history)
+        let has = |rule: &str| history.iter().any(|a| a["rule"] == rule);
+        (has("all_breaches") && has("team_breaches")).then_some(history)
     })
     .await;
     let mut scopes: Vec<(String, String)> = fired
