@@ -159,8 +159,19 @@ impl Evaluator {
             let checked = spec.check(&destinations).map_err(|e| {
                 anyhow::anyhow!("alert rule {}: {}: {}", spec.name, e.field, e.message)
             })?;
+            let account_id = store.ensure_account(&account).await?;
+            // A team or inbox that does not exist (yet) is not an error in the config: teams
+            // come and go over REST. The rule measures nothing until it exists; say so.
+            let missing = match (&spec.team, &spec.inbox) {
+                (Some(team), _) => store.get_team(&account_id, team).await?.is_none(),
+                (_, Some(inbox)) => store.get_inbox(&account_id, inbox).await?.is_none(),
+                _ => false,
+            };
+            if missing {
+                warn!(rule = %spec.name, team = ?spec.team, inbox = ?spec.inbox, "An alert rule names a team or inbox the account does not have; it measures nothing until it does.");
+            }
             rules.push(Rule {
-                account_id: store.ensure_account(&account).await?,
+                account_id,
                 spec,
                 checked,
             });
