@@ -138,6 +138,7 @@ pub async fn run(
             store: backends.store.clone(),
             events: events.clone(),
             registry: registry.clone(),
+            tally: tally.clone(),
         }));
         normalizer = Some(local.clone());
         let port: Arc<dyn InboundPort> = Arc::new(local);

@@ -302,6 +302,11 @@ impl AlertsConfig {
                     hold_down_secs: 300,
                     severity: severity.to_owned(),
                     destinations,
+                    per: None,
+                    provider: None,
+                    team: None,
+                    inbox: None,
+                    hours: None,
                 });
             }
         }

@@ -26,6 +26,8 @@ pub struct Ingest {
     pub store: Store,
     pub events: crate::live::Events,
     pub registry: Arc<Registry>,
+    /// Counts customer messages per inbox for the `inbound_silence` alert signal.
+    pub tally: Arc<crate::alerts::watch::Tally>,
 }
 
 fn transient(e: StoreError) -> PortError {
@@ -77,7 +79,12 @@ fn route_name(route: &RouteKey) -> String {
 
 /// What storing an item does once its transaction has committed.
 enum Announce {
-    Stored(&'static str),
+    /// A customer message stored: counted, by channel and (for `inbound_silence`) by inbox.
+    Stored {
+        channel: &'static str,
+        account_id: String,
+        inbox_id: String,
+    },
     Event {
         account_id: String,
         kind: &'static str,
@@ -103,9 +110,18 @@ impl Ingest {
         tx.commit().await.map_err(|e| transient(e.into()))?;
         for item in announce {
             match item {
-                Announce::Stored(channel) => {
+                Announce::Stored {
+                    channel,
+                    account_id,
+                    inbox_id,
+                } => {
                     metrics::counter!("switchboard_messages_stored_total", "channel" => channel)
                         .increment(1);
+                    self.tally.count(
+                        &account_id,
+                        crate::alerts::watch::INBOUND_MESSAGES,
+                        Some(&crate::alerts::Dimension::Inbox.scope(&inbox_id)),
+                    );
                 }
                 Announce::Event {
                     account_id,
@@ -143,7 +159,11 @@ impl Ingest {
                         branch_id: inbox.branch_id.as_deref(),
                     };
                     if let Some(stored) = store_inbound_in(tx, &target, message).await? {
-                        announce.push(Announce::Stored(inbox.channel.as_str()));
+                        announce.push(Announce::Stored {
+                            channel: inbox.channel.as_str(),
+                            account_id: inbox.account_id.clone(),
+                            inbox_id: inbox.id.clone(),
+                        });
                         if stored.conversation_created {
                             announce.push(Announce::Event {
                                 account_id: stored.account_id.clone(),

@@ -171,8 +171,11 @@ impl Intake {
             }
         }
         let channel = event.channel;
-        self.tally
-            .count(event.account_id, crate::alerts::watch::WEBHOOKS_ACCEPTED);
+        self.tally.count(
+            event.account_id,
+            crate::alerts::watch::WEBHOOKS_ACCEPTED,
+            None,
+        );
         let outcome = if self.journal.record(event.to_row()).await? {
             Accepted::New
         } else {

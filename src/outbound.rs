@@ -246,8 +246,12 @@ impl Deliverer {
         };
         let outcome = if retry_at.is_some() { "retry" } else { "dead" };
         metrics::counter!("switchboard_outbound_attempts_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
-        self.tally
-            .count(&claimed.account_id, crate::alerts::watch::OUTBOUND_FAILED);
+        let provider = provider_scope(channel);
+        self.tally.count(
+            &claimed.account_id,
+            crate::alerts::watch::OUTBOUND_FAILED,
+            provider.as_deref(),
+        );
         let refused_credentials = match channel {
             Channel::Whatsapp => whatsapp::send::credentials_rejected(&failure.code),
             Channel::Sms => twilio::send::credentials_rejected(&failure.code),
@@ -257,6 +261,7 @@ impl Deliverer {
             self.tally.count(
                 &claimed.account_id,
                 crate::alerts::watch::CREDENTIALS_REJECTED,
+                provider.as_deref(),
             );
         }
         if retry_at.is_some() {
@@ -272,6 +277,17 @@ impl Deliverer {
         self.publish(&claimed.account_id, moved.as_slice()).await;
         Ok(())
     }
+}
+
+/// The alert scope of the provider a channel sends through (`provider:whatsapp`); none for
+/// web chat, which no provider carries.
+fn provider_scope(channel: Channel) -> Option<String> {
+    let provider = match channel {
+        Channel::Whatsapp => "whatsapp",
+        Channel::Sms => "twilio",
+        Channel::Webchat => return None,
+    };
+    Some(crate::alerts::Dimension::Provider.scope(provider))
 }
 
 enum Auth {
@@ -364,8 +380,11 @@ impl OutboundPort for Deliverer {
                 ..
             } => {
                 metrics::counter!("switchboard_outbound_attempts_total", "channel" => inbox.channel.as_str(), "outcome" => "sent").increment(1);
-                self.tally
-                    .count(&claimed.account_id, crate::alerts::watch::OUTBOUND_SENT);
+                self.tally.count(
+                    &claimed.account_id,
+                    crate::alerts::watch::OUTBOUND_SENT,
+                    provider_scope(inbox.channel).as_deref(),
+                );
                 let moves = self
                     .store
                     .delivery_sent(&claimed, inbox.channel.as_str(), &provider_message_id)

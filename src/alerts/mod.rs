@@ -3,6 +3,10 @@
 //! same words), and how one alert lives ([`Phase`]: idle → pending → firing → resolved, with a
 //! hold-down so a flapping signal pages once).
 //!
+//! A rule watches its account as a whole, or keeps one alert per [`Dimension`] value of its
+//! signal (a provider, a team, an inbox): its *scope*, which names the alert in the history,
+//! in Slack and in PagerDuty's `dedup_key`, so each scope fires and resolves on its own.
+//!
 //! The destinations' protocols are in `switchboard_connectors::alerts`; [`watch`] counts and
 //! evaluates the live signals, [`notify`] delivers the notices.
 
@@ -11,6 +15,8 @@ pub mod watch;
 
 use serde::{Deserialize, Serialize};
 use switchboard_connectors::alerts::{Severity, Transition};
+
+use crate::sla::{BusinessHours, HoursSpec};
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,17 +32,20 @@ pub enum Signal {
     OutboundFailureRatio,
     /// SLA breaches recorded in the window (threshold: a count).
     SlaBreaches,
+    /// Business time since an inbox's last customer message, per inbox (threshold: seconds).
+    InboundSilence,
     /// Sends a provider refused for the inbox's credentials (an expired WhatsApp token, a bad
     /// Twilio auth token) in the window (threshold: a count, usually 0).
     CredentialsRejected,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 5] = [
+    pub const ALL: [Signal; 6] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
         Signal::SlaBreaches,
+        Signal::InboundSilence,
         Signal::CredentialsRejected,
     ];
 
@@ -46,6 +55,7 @@ impl Signal {
             Signal::WebhookErrorRatio => "webhook_error_ratio",
             Signal::OutboundFailureRatio => "outbound_failure_ratio",
             Signal::SlaBreaches => "sla_breaches",
+            Signal::InboundSilence => "inbound_silence",
             Signal::CredentialsRejected => "credentials_rejected",
         }
     }
@@ -65,6 +75,61 @@ impl Signal {
     /// Whether the signal is measured over a window (`window_secs` required).
     fn windowed(self) -> bool {
         self.is_ratio() || matches!(self, Signal::SlaBreaches | Signal::CredentialsRejected)
+    }
+
+    /// What the signal can be kept per, besides the account as a whole.
+    pub fn dimension(self) -> Option<Dimension> {
+        match self {
+            Signal::OutboundFailureRatio | Signal::CredentialsRejected => Some(Dimension::Provider),
+            Signal::SlaBreaches => Some(Dimension::Team),
+            Signal::InboundSilence => Some(Dimension::Inbox),
+            _ => None,
+        }
+    }
+}
+
+/// What an alert's scope can be finer than the account by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    /// The provider a send went through: `whatsapp` or `twilio`.
+    Provider,
+    /// The conversation's team (`team_…`).
+    Team,
+    /// The inbox (`inb_…`).
+    Inbox,
+}
+
+/// The providers sends go through, as scopes name them.
+pub const PROVIDERS: [&str; 2] = ["whatsapp", "twilio"];
+
+/// The scope of an account-wide alert, and of the account's total in every counter.
+pub const ACCOUNT: &str = "account";
+
+impl Dimension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Provider => "provider",
+            Dimension::Team => "team",
+            Dimension::Inbox => "inbox",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Dimension::Provider, Dimension::Team, Dimension::Inbox]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+
+    /// The scope of one value: `provider:whatsapp`, `team:team_…`, `inbox:inb_…`.
+    pub fn scope(self, value: &str) -> String {
+        format!("{}:{value}", self.as_str())
+    }
+
+    /// The value a scope of this dimension names (`None` for another dimension's scope).
+    pub fn value_of(self, scope: &str) -> Option<&str> {
+        scope
+            .strip_prefix(self.as_str())
+            .and_then(|rest| rest.strip_prefix(':'))
     }
 }
 
@@ -95,6 +160,24 @@ pub struct RuleSpec {
     pub severity: String,
     /// Names of destinations; at least one.
     pub destinations: Vec<String>,
+    /// Keep one alert per `provider` (outbound_failure_ratio, credentials_rejected) or `team`
+    /// (sla_breaches) instead of one for the account; inbound_silence is always per `inbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+    /// outbound_failure_ratio, credentials_rejected: only this provider (`whatsapp` or
+    /// `twilio`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// sla_breaches: only this team (`team_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// inbound_silence: only this inbox (`inb_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<String>,
+    /// inbound_silence: the opening hours silence counts in; without it, the inbox's SLA
+    /// policy's hours, else round the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hours: Option<HoursSpec>,
 }
 
 fn default_hold_down() -> u64 {
@@ -167,6 +250,19 @@ impl RuleSpec {
             }
             _ => {}
         }
+        let per = self
+            .scoping(signal)
+            .map_err(|(field, message)| err(field, message))?;
+        if let Some(hours) = &self.hours {
+            if signal != Signal::InboundSilence {
+                return Err(err(
+                    "hours",
+                    format!("does not apply to {}", signal.as_str()),
+                ));
+            }
+            BusinessHours::parse(hours)
+                .map_err(|e| err(&format!("hours.{}", e.field), e.message))?;
+        }
         for (field, value) in [
             ("for_secs", self.for_secs),
             ("hold_down_secs", self.hold_down_secs),
@@ -194,12 +290,78 @@ impl RuleSpec {
         }
         Ok(Checked {
             signal,
+            per,
             severity,
             timing: Timing {
                 for_ms: ms(self.for_secs),
                 hold_down_ms: ms(self.hold_down_secs),
             },
         })
+    }
+}
+
+impl RuleSpec {
+    /// The one scope value the rule is restricted to (`provider`, `team` or `inbox`), if any.
+    pub fn only(&self) -> Option<&str> {
+        self.provider
+            .as_deref()
+            .or(self.team.as_deref())
+            .or(self.inbox.as_deref())
+    }
+
+    /// What the rule keeps an alert per, if its scope fields fit `signal`.
+    pub fn check_scoping(&self, signal: Signal) -> Option<Dimension> {
+        self.scoping(signal).ok().flatten()
+    }
+
+    /// What the rule keeps an alert per: `per`, or the dimension of its restriction; a field
+    /// that does not fit the signal is refused with its name.
+    fn scoping(&self, signal: Signal) -> Result<Option<Dimension>, (&'static str, String)> {
+        let dimension = signal.dimension();
+        let mut per = (signal == Signal::InboundSilence).then_some(Dimension::Inbox);
+        if let Some(p) = &self.per {
+            let d = Dimension::parse(p).filter(|d| Some(*d) == dimension);
+            per = Some(d.ok_or_else(|| {
+                (
+                    "per",
+                    match dimension {
+                        Some(d) => format!("must be {} for {}", d.as_str(), signal.as_str()),
+                        None => format!(
+                            "does not apply to {}: it is watched per account",
+                            signal.as_str()
+                        ),
+                    },
+                )
+            })?);
+        }
+        let restrictions = [
+            ("provider", &self.provider, Dimension::Provider),
+            ("team", &self.team, Dimension::Team),
+            ("inbox", &self.inbox, Dimension::Inbox),
+        ];
+        for (field, value, d) in restrictions {
+            let Some(value) = value else { continue };
+            if dimension != Some(d) {
+                return Err((field, format!("does not apply to {}", signal.as_str())));
+            }
+            let fits = match d {
+                Dimension::Provider => PROVIDERS.contains(&value.as_str()),
+                Dimension::Team => crate::ids::has_prefix(value, crate::ids::TEAM),
+                Dimension::Inbox => crate::ids::has_prefix(value, crate::ids::INBOX),
+            };
+            if !fits {
+                return Err((
+                    field,
+                    match d {
+                        Dimension::Provider => "must be whatsapp or twilio".to_owned(),
+                        Dimension::Team => "must be a team id (team_…)".to_owned(),
+                        Dimension::Inbox => "must be an inbox id (inb_…)".to_owned(),
+                    },
+                ));
+            }
+            per = Some(d);
+        }
+        Ok(per)
     }
 }
 
@@ -211,6 +373,8 @@ fn ms(secs: u64) -> i64 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Checked {
     pub signal: Signal,
+    /// One alert per value of this dimension; `None`: one for the account.
+    pub per: Option<Dimension>,
     pub severity: Severity,
     pub timing: Timing,
 }
@@ -400,6 +564,11 @@ mod tests {
             hold_down_secs: 300,
             severity: "error".to_owned(),
             destinations: vec!["oncall".to_owned()],
+            per: None,
+            provider: None,
+            team: None,
+            inbox: None,
+            hours: None,
         }
     }
 
@@ -435,5 +604,82 @@ mod tests {
             assert_eq!(e.field, field, "{e:?}");
             assert!(!e.message.is_empty());
         }
+    }
+
+    #[test]
+    fn scope_fields_fit_their_signal() {
+        let destinations = ["oncall"];
+        fn as_signal(signal: &str, window: Option<u64>, threshold: f64) -> RuleSpec {
+            RuleSpec {
+                signal: signal.to_owned(),
+                window_secs: window,
+                threshold,
+                ..rule()
+            }
+        }
+        fn outbound() -> RuleSpec {
+            as_signal("outbound_failure_ratio", Some(600), 20.0)
+        }
+        fn breaches() -> RuleSpec {
+            as_signal("sla_breaches", Some(600), 3.0)
+        }
+        fn silence() -> RuleSpec {
+            as_signal("inbound_silence", None, 900.0)
+        }
+        let per = |r: RuleSpec| r.check(&destinations).unwrap().per;
+        assert_eq!(per(outbound()), None, "account-wide unless asked");
+        assert_eq!(per(breaches()), None);
+        assert_eq!(per(silence()), Some(Dimension::Inbox), "always per inbox");
+        let mut r = outbound();
+        r.per = Some("provider".to_owned());
+        assert_eq!(per(r), Some(Dimension::Provider));
+        let mut r = as_signal("credentials_rejected", Some(600), 0.0);
+        r.provider = Some("whatsapp".to_owned());
+        assert_eq!(per(r.clone()), Some(Dimension::Provider));
+        assert_eq!(r.only(), Some("whatsapp"));
+        let mut r = breaches();
+        r.team = Some("team_support".to_owned());
+        assert_eq!(per(r.clone()), Some(Dimension::Team));
+        assert_eq!(r.only(), Some("team_support"));
+
+        type Bad = (&'static str, fn() -> RuleSpec, Change);
+        let bad: [Bad; 9] = [
+            ("per", outbound, |r| r.per = Some("team".to_owned())),
+            ("per", rule, |r| r.per = Some("provider".to_owned())),
+            ("provider", outbound, |r| {
+                r.provider = Some("telegram".to_owned())
+            }),
+            ("provider", breaches, |r| {
+                r.provider = Some("twilio".to_owned())
+            }),
+            ("team", breaches, |r| r.team = Some("inb_x".to_owned())),
+            ("team", silence, |r| r.team = Some("team_x".to_owned())),
+            ("inbox", outbound, |r| r.inbox = Some("inb_x".to_owned())),
+            ("hours", breaches, |r| {
+                r.hours = Some(HoursSpec {
+                    time_zone: "UTC".to_owned(),
+                    week: [("mon".to_owned(), "09:00-17:00".to_owned())].into(),
+                })
+            }),
+            ("hours.time_zone", silence, |r| {
+                r.hours = Some(HoursSpec {
+                    time_zone: "Mars/Olympus".to_owned(),
+                    week: [("mon".to_owned(), "09:00-17:00".to_owned())].into(),
+                })
+            }),
+        ];
+        for (field, base, change) in bad {
+            let mut r = base();
+            change(&mut r);
+            let e = r.check(&destinations).unwrap_err();
+            assert_eq!(e.field, field, "{e:?}");
+        }
+        let e = RuleSpec {
+            window_secs: Some(60),
+            ..silence()
+        }
+        .check(&destinations)
+        .unwrap_err();
+        assert_eq!(e.field, "window_secs", "silence is not windowed");
     }
 }

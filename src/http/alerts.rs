@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::api::{cut_page, id_cursor, page_limit};
 use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::access::{Permission, Principal};
-use crate::alerts::RuleSpec;
+use crate::alerts::{RuleSpec, Signal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::alerts::Alert;
@@ -62,7 +62,7 @@ pub struct AlertPage {
     path = "/v1/admin/alerts",
     tag = "alerts",
     summary = "Alert history",
-    description = "Alert episodes of the caller's account, newest first: when each fired and resolved, the signal's value, and every notice sent for it (`sent`, `due` with the last error, `broken` when the destination refused it for good, `failed` when out of attempts). Requires `configure_routing`.",
+    description = "Alert episodes of the caller's account, newest first: the rule and scope (`account`, `provider:whatsapp`, `team:team_…`, `inbox:inb_…`), when each fired and resolved, the signal's value, and every notice sent for it (`sent`, `due` with the last error, `broken` when the destination refused it for good, `failed` when out of attempts). Requires `configure_routing`.",
     params(AlertQuery),
     responses(
         (status = 200, description = "One page, newest first.", body = AlertPage),
@@ -115,6 +115,13 @@ pub struct AlertRuleOut {
     pub hold_down_secs: u64,
     pub severity: String,
     pub destinations: Vec<String>,
+    /// `provider`, `team` or `inbox`: one alert per scope of this kind; `null`: one for the
+    /// account.
+    pub per: Option<String>,
+    /// The one provider, team or inbox the rule watches, if restricted.
+    pub only: Option<String>,
+    /// inbound_silence: the opening hours silence counts in, if the rule names them.
+    pub hours: Option<crate::sla::HoursSpec>,
 }
 
 /// A destination, without its secret.
@@ -174,6 +181,11 @@ async fn list_alert_rules(
         )
         .map(|(r, source)| AlertRuleOut {
             source,
+            per: Signal::parse(&r.signal)
+                .and_then(|s| r.check_scoping(s))
+                .map(|d| d.as_str().to_owned()),
+            only: r.only().map(str::to_owned),
+            hours: r.hours,
             name: r.name,
             signal: r.signal,
             threshold: r.threshold,
@@ -245,8 +257,9 @@ fn account_config<'a>(state: &'a AppState, who: &Principal, name: &str) -> (Vec<
     (destinations, in_config)
 }
 
-/// Parses and checks a rule body; every refusal names its field.
-fn checked_rule(
+/// Parses and checks a rule body; every refusal names its field. A `team` or `inbox` the rule
+/// is restricted to must be one of the caller's account.
+async fn checked_rule(
     state: &AppState,
     who: &Principal,
     body: &[u8],
@@ -261,6 +274,26 @@ fn checked_rule(
     let (destinations, in_config) = account_config(state, who, &spec.name);
     spec.check(&destinations)
         .map_err(|e| ApiError::invalid_field(&e.field, e.message))?;
+    if let Some(team) = &spec.team
+        && state.store.get_team(&who.account_id, team).await?.is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "team",
+            "is not a team of the account",
+        ));
+    }
+    if let Some(inbox) = &spec.inbox
+        && state
+            .store
+            .get_inbox(&who.account_id, inbox)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "inbox",
+            "is not an inbox of the account",
+        ));
+    }
     Ok((spec, in_config))
 }
 
@@ -280,7 +313,7 @@ const IN_CONFIG: &str = "a rule of this name is declared in the config; choose a
         (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
         (status = 409, description = "The account has a rule of this name (in the config or added before).", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
-        (status = 422, description = "An unknown signal, a threshold or window out of range, an unknown severity, or a destination that is not configured (details name the field).", body = ErrorEnvelope),
+        (status = 422, description = "An unknown signal, a threshold or window out of range, an unknown severity, a destination that is not configured, a scope field the signal does not have (`per`, `provider`, `team`, `inbox`, `hours`), or a team or inbox that is not the account's (details name the field).", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -291,7 +324,7 @@ async fn create_alert_rule(
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<RuleSpec>), ApiError> {
     who.require(Permission::ConfigureRouting)?;
-    let (spec, in_config) = checked_rule(&state, &who, &body)?;
+    let (spec, in_config) = checked_rule(&state, &who, &body).await?;
     if in_config {
         return Err(ApiError::conflict_field("name", IN_CONFIG));
     }
@@ -325,7 +358,7 @@ async fn create_alert_rule(
         (status = 403, description = "The caller's role does not grant `configure_routing`.", body = ErrorEnvelope),
         (status = 404, description = "No rule of this name was added over REST.", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`.", body = ErrorEnvelope),
-        (status = 422, description = "A field out of range or unknown, or a name that differs from the path's (details name the field).", body = ErrorEnvelope),
+        (status = 422, description = "A field out of range or unknown, a scope field the signal does not have, a team or inbox that is not the account's, or a name that differs from the path's (details name the field).", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -337,7 +370,7 @@ async fn replace_alert_rule(
     RawBody(body): RawBody,
 ) -> Result<Json<RuleSpec>, ApiError> {
     who.require(Permission::ConfigureRouting)?;
-    let (spec, _) = checked_rule(&state, &who, &body)?;
+    let (spec, _) = checked_rule(&state, &who, &body).await?;
     if spec.name != name {
         return Err(ApiError::invalid_field(
             "name",

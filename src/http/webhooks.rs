@@ -327,7 +327,7 @@ fn rejected(
     state
         .intake
         .tally
-        .count(account_id, crate::alerts::watch::WEBHOOKS_REFUSED);
+        .count(account_id, crate::alerts::watch::WEBHOOKS_REFUSED, None);
     warn!(channel, source, reason = %e, "Signature check failed.");
     match e {
         SignatureError::Missing | SignatureError::Malformed => ApiError::unauthenticated(

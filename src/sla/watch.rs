@@ -2,7 +2,7 @@
 //! policies and open conversations, works out their clocks, and records each warning and
 //! breach once (a unique key in the store, whatever the number of nodes). What it records is
 //! published to consoles (`sla.warning`, `sla.breached`) and counted for the `sla_breaches`
-//! alert signal.
+//! alert signal, for the account and for the conversation's team.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{BusinessHours, Policy, clocks};
+use crate::alerts::Dimension;
 use crate::alerts::watch::{SLA_BREACHES, Tally};
 use crate::ids;
 use crate::live::Events;
@@ -134,7 +135,8 @@ impl Watcher {
                 continue;
             }
             if kind == "breach" {
-                self.tally.count(account, SLA_BREACHES);
+                let team = conv.team_id.as_deref().map(|t| Dimension::Team.scope(t));
+                self.tally.count(account, SLA_BREACHES, team.as_deref());
                 metrics::counter!("switchboard_sla_breaches_total", "metric" => clock.metric.as_str())
                     .increment(1);
             }

@@ -1,6 +1,9 @@
-//! Alerting's records (migration 0009, docs/ALERTS.md): signal counters, each alert's phase
+//! Alerting's records (migrations 0009 and 0011, docs/ALERTS.md): signal counters per scope
+//! and when each last counted, each alert's phase
 //! (moved by compare-and-set, so evaluators on several nodes send each transition once), the
 //! alert history and the notices to destinations with their retry schedule.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use sqlx::Row;
@@ -78,6 +81,16 @@ pub struct AlertDelivery {
     pub last_code: Option<String>,
     pub last_reason: Option<String>,
     pub updated_at_ms: i64,
+}
+
+/// What one node counted of one signal in one scope (`account`, `provider:…`, …) and bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalCount {
+    pub account_id: String,
+    pub name: &'static str,
+    pub scope: String,
+    pub bucket_ms: i64,
+    pub n: i64,
 }
 
 /// A notice a sender claimed for one attempt.
@@ -204,24 +217,38 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 
-    /// Adds counts (`(account, signal, bucket start) → n`) to the shared buckets.
+    /// Adds counts to the shared buckets, and moves each counter's last-seen time on to
+    /// `now_ms`.
     pub async fn add_signal_counts(
         &self,
-        counts: &[(String, &'static str, i64, i64)],
+        counts: &[SignalCount],
+        now_ms: i64,
     ) -> Result<(), StoreError> {
         if counts.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        for (account, name, bucket, n) in counts {
+        for c in counts {
             sqlx::query(
-                "INSERT INTO signal_counts (account_id, name, bucket_ms, count) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (account_id, name, bucket_ms) DO UPDATE SET count = signal_counts.count + excluded.count",
+                "INSERT INTO signal_counts (account_id, name, scope, bucket_ms, count) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_id, name, scope, bucket_ms) DO UPDATE SET count = signal_counts.count + excluded.count",
             )
-            .bind(account)
-            .bind(*name)
-            .bind(*bucket)
-            .bind(*n)
+            .bind(&c.account_id)
+            .bind(c.name)
+            .bind(&c.scope)
+            .bind(c.bucket_ms)
+            .bind(c.n)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO signal_seen (account_id, name, scope, last_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (account_id, name, scope) DO UPDATE SET last_ms = CASE \
+                 WHEN excluded.last_ms > signal_seen.last_ms THEN excluded.last_ms ELSE signal_seen.last_ms END",
+            )
+            .bind(&c.account_id)
+            .bind(c.name)
+            .bind(&c.scope)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await?;
         }
@@ -229,10 +256,11 @@ impl Store {
         Ok(())
     }
 
-    /// The sums of `names` since `since_ms` for one account, in the order asked.
+    /// The sums of `names` in `scope` since `since_ms` for one account, in the order asked.
     pub async fn signal_sums(
         &self,
         account_id: &str,
+        scope: &str,
         names: &[&str],
         since_ms: i64,
     ) -> Result<Vec<i64>, StoreError> {
@@ -240,10 +268,12 @@ impl Store {
         let mut tx = self.scoped(account_id).await?;
         for name in names {
             let sum: Option<i64> = sqlx::query(
-                "SELECT CAST(SUM(count) AS BIGINT) FROM signal_counts WHERE account_id = $1 AND name = $2 AND bucket_ms >= $3",
+                "SELECT CAST(SUM(count) AS BIGINT) FROM signal_counts WHERE account_id = $1 AND name = $2 \
+                 AND scope = $3 AND bucket_ms >= $4",
             )
             .bind(account_id)
             .bind(*name)
+            .bind(scope)
             .bind(since_ms)
             .fetch_one(&mut *tx)
             .await?
@@ -252,6 +282,57 @@ impl Store {
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// The sums of `names` since `since_ms` in every scope starting with `prefix`
+    /// (`provider:`) that counted any of them: scope → sums in the order asked.
+    pub async fn signal_sums_per_scope(
+        &self,
+        account_id: &str,
+        prefix: &str,
+        names: &[&str],
+        since_ms: i64,
+    ) -> Result<HashMap<String, Vec<i64>>, StoreError> {
+        let mut out: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut tx = self.scoped(account_id).await?;
+        for (i, name) in names.iter().enumerate() {
+            let rows = sqlx::query(
+                "SELECT scope, CAST(SUM(count) AS BIGINT) FROM signal_counts WHERE account_id = $1 AND name = $2 \
+                 AND scope LIKE $3 AND bucket_ms >= $4 GROUP BY scope",
+            )
+            .bind(account_id)
+            .bind(*name)
+            .bind(format!("{prefix}%"))
+            .bind(since_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                let sums = out.entry(r.get(0)).or_insert_with(|| vec![0; names.len()]);
+                sums[i] = r.get::<Option<i64>, _>(1).unwrap_or(0);
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// When counter `name` last counted, in every scope starting with `prefix`: (scope, ms).
+    pub async fn signal_last_seen(
+        &self,
+        account_id: &str,
+        name: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut tx = self.scoped(account_id).await?;
+        let rows = sqlx::query(
+            "SELECT scope, last_ms FROM signal_seen WHERE account_id = $1 AND name = $2 AND scope LIKE $3 ORDER BY scope",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(format!("{prefix}%"))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Drops counter buckets older than `before_ms`.
@@ -302,24 +383,25 @@ impl Store {
         Ok(n)
     }
 
-    /// The phase (JSON) and version of an alert, if it has a row.
-    pub async fn alert_phase(
+    /// Every alert of a rule that has a row: scope → (phase JSON, version).
+    pub async fn alert_phases(
         &self,
         account_id: &str,
         rule: &str,
-        scope: &str,
-    ) -> Result<Option<(String, i64)>, StoreError> {
+    ) -> Result<HashMap<String, (String, i64)>, StoreError> {
         let mut tx = self.scoped(account_id).await?;
-        let row = sqlx::query(
-            "SELECT phase, version FROM alert_states WHERE account_id = $1 AND rule = $2 AND scope = $3",
+        let rows = sqlx::query(
+            "SELECT scope, phase, version FROM alert_states WHERE account_id = $1 AND rule = $2",
         )
         .bind(account_id)
         .bind(rule)
-        .bind(scope)
-        .fetch_optional(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
     }
 
     /// Moves an alert's phase if nobody moved it since it was read, recording the episode in

@@ -546,7 +546,502 @@ destinations = ["ops-slack"]
     site.cleanup().await;
 }
 
+/// Posts `body` to `path` as the admin and returns the created record.
+async fn created(hub: &TestHub, token: &str, path: &str, body: Value) -> Value {
+    let (status, out) = hub.call(Method::POST, path, token, Some(body)).await;
+    assert_eq!(status, 201, "{path}: {out}");
+    out
+}
+
+async fn one_failing_provider_pages_for_that_provider_only(backend: Backend) {
+    use crate::fake_providers::{fake_graph, fake_twilio, flow, graph_error};
+    let (d, addr) = fake_destinations().await;
+    let (graph, graph_addr) = fake_graph().await;
+    let (twilio, twilio_addr) = fake_twilio().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            r#"
+[outbound]
+whatsapp_base_url = "http://{graph_addr}"
+twilio_base_url = "http://{twilio_addr}"
+[alerts]
+evaluate_every_ms = 100
+retry_base_ms = 50
+default_rules = false
+pagerduty_base_url = "http://{addr}"
+[[alerts.destinations]]
+name = "oncall"
+kind = "pagerduty"
+routing_key = "{ROUTING_KEY}"
+[[alerts.rules]]
+name = "outbound"
+signal = "outbound_failure_ratio"
+per = "provider"
+threshold = 50
+window_secs = 600
+hold_down_secs = 1
+severity = "error"
+destinations = ["oncall"]
+"#
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    // WhatsApp refuses the first reply for good; Twilio takes every one.
+    graph.then(400, graph_error(131026, "Message undeliverable"));
+    let wa = flow::whatsapp_customer(&hub, "15555550901").await;
+    let sms = flow::sms_customer(&hub, "+15555550902").await;
+    let failed = flow::reply(&hub, &admin.token, &wa, "Hello Ada").await;
+    flow::status_becomes(&hub, &wa, &failed, "failed").await;
+    let sent = flow::reply(&hub, &admin.token, &sms, "Hello Bob").await;
+    flow::status_becomes(&hub, &sms, &sent, "sent").await;
+    assert_eq!(twilio.count(), 1);
+
+    // WhatsApp is at 100% failed: one incident, named for WhatsApp; Twilio's 0% pages nothing.
+    let hits = exactly(&d, "/v2/enqueue", 1).await;
+    let key = "switchboard/acc_default/outbound/provider:whatsapp";
+    let trigger = &hits[0].body;
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["dedup_key"], key);
+    assert_eq!(trigger["payload"]["group"], "provider:whatsapp");
+    assert_eq!(
+        trigger["payload"]["custom_details"]["scope"],
+        "provider:whatsapp"
+    );
+    assert_eq!(
+        trigger["payload"]["summary"],
+        "outbound: 100.0% of whatsapp send attempts failed over 600 s (threshold 50%)"
+    );
+    let history = alerts(&hub, &admin.token).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["scope"], "provider:whatsapp");
+    assert_eq!(history[0]["dedup_key"], key);
+    assert_eq!(history[0]["state"], "firing");
+
+    // WhatsApp recovers: two sends go through, 1 failed of 3 is under 50%, and the same key
+    // resolves the incident.
+    for text in ["Still there?", "Sorry for the wait"] {
+        let id = flow::reply(&hub, &admin.token, &wa, text).await;
+        flow::status_becomes(&hub, &wa, &id, "sent").await;
+    }
+    let hits = exactly(&d, "/v2/enqueue", 2).await;
+    assert_eq!(
+        hits[1].body,
+        json!({ "routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": key })
+    );
+    let history = alerts(&hub, &admin.token).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["state"], "resolved");
+    let (status, rules) = hub
+        .call(Method::GET, "/v1/admin/alert-rules", &admin.token, None)
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    assert_eq!(rules["rules"][0]["per"], "provider");
+
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+async fn sla_breaches_page_for_the_breaching_team_only(backend: Backend) {
+    use crate::fake_providers::flow;
+    let (d, addr) = fake_destinations().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            r#"
+[sla]
+check_every_ms = 100
+[alerts]
+evaluate_every_ms = 100
+default_rules = false
+[[alerts.destinations]]
+name = "ops"
+kind = "slack"
+url = "http://{addr}/services/T/B/teams"
+[[alerts.rules]]
+name = "team_breaches"
+signal = "sla_breaches"
+per = "team"
+threshold = 1
+window_secs = 600
+hold_down_secs = 600
+destinations = ["ops"]
+[[alerts.rules]]
+name = "all_breaches"
+signal = "sla_breaches"
+threshold = 2
+window_secs = 600
+hold_down_secs = 600
+destinations = ["ops"]
+"#
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let t = admin.token.as_str();
+    // Sales answers WhatsApp, Care answers SMS; both promise a first reply within a second.
+    let sales = created(&hub, t, "/v1/admin/teams", json!({ "name": "Sales" })).await;
+    let care = created(&hub, t, "/v1/admin/teams", json!({ "name": "Care" })).await;
+    let (sales, care) = (sales["id"].as_str().unwrap(), care["id"].as_str().unwrap());
+    for (inbox, team) in [("inb_support-wa", sales), ("inb_support-sms", care)] {
+        let (status, out) = hub
+            .call(
+                Method::PATCH,
+                &format!("/v1/admin/inboxes/{inbox}"),
+                t,
+                Some(json!({ "team_id": team })),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        created(
+            &hub,
+            t,
+            "/v1/admin/sla-policies",
+            json!({ "name": team, "team_id": team, "first_response_secs": 1, "warning_secs": 0 }),
+        )
+        .await;
+    }
+
+    // Two Sales customers and one Care customer wait: 2 breaches for Sales (above 1), 1 for
+    // Care (not above), 3 for the account (above 2).
+    flow::whatsapp_customer(&hub, "15555550911").await;
+    flow::whatsapp_customer(&hub, "15555550912").await;
+    flow::sms_customer(&hub, "+15555550913").await;
+    // The account-wide rule fires once all three breaches are counted, so Care's one breach
+    // has been seen by the per-team rule too (Care's count can only stay at 1).
+    let fired = eventually("the account-wide and the Sales alerts", || async {
+        let history = alerts(&hub, t).await;
+        let has = |rule: &str| history.iter().any(|a| a["rule"] == rule);
+        (has("all_breaches") && has("team_breaches")).then_some(history)
+    })
+    .await;
+    let mut scopes: Vec<(String, String)> = fired
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap().to_owned(),
+                a["scope"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        [
+            ("all_breaches".to_owned(), "account".to_owned()),
+            ("team_breaches".to_owned(), format!("team:{sales}")),
+        ]
+    );
+    let hits = exactly(&d, "/services/", 2).await;
+    let texts: Vec<&str> = hits
+        .iter()
+        .map(|h| h.body["text"].as_str().unwrap())
+        .collect();
+    let team_page = texts
+        .iter()
+        .find(|t| t.starts_with("[FIRING] team_breaches"))
+        .unwrap_or_else(|| panic!("{texts:?}"));
+    assert!(
+        team_page.contains(&format!("2 SLA breaches in team Sales ({sales})")),
+        "{team_page}"
+    );
+    assert!(!texts.iter().any(|t| t.contains(care)), "{texts:?}");
+
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+/// Opening hours in UTC, whole days, open on the given weekdays counted from today (0), so a
+/// test can be open now or closed now whatever day it runs.
+fn hours_around_today(days_from_today: &[u64]) -> Value {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 86_400;
+    // 1970-01-01 was a Thursday.
+    let today = (since_epoch + 3) % 7;
+    let week: serde_json::Map<String, Value> = days_from_today
+        .iter()
+        .map(|d| {
+            let day = usize::try_from((today + d) % 7).unwrap();
+            (DAYS[day].to_owned(), json!("00:00-24:00"))
+        })
+        .collect();
+    json!({ "time_zone": "UTC", "week": week })
+}
+
+async fn a_silent_inbox_pages_in_business_hours_only(backend: Backend) {
+    let (d, addr) = fake_destinations().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            "[alerts]\nevaluate_every_ms = 100\ndefault_rules = false\n[[alerts.destinations]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://{addr}/services/T/B/quiet\"\n"
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let t = admin.token.as_str();
+    // Open yesterday, today and tomorrow (UTC): open now, even across midnight. The other
+    // rule's hours open three days from now only: closed now.
+    let rule = |name: &str, hours: Value| {
+        json!({ "name": name, "signal": "inbound_silence", "threshold": 3, "hold_down_secs": 0,
+                "hours": hours, "destinations": ["ops"] })
+    };
+    created(
+        &hub,
+        t,
+        "/v1/admin/alert-rules",
+        rule("quiet_open", hours_around_today(&[6, 0, 1])),
+    )
+    .await;
+    let mut closed = rule("quiet_closed", hours_around_today(&[3]));
+    closed["inbox"] = json!("inb_support-wa");
+    created(&hub, t, "/v1/admin/alert-rules", closed).await;
+    let (status, rules) = hub
+        .call(Method::GET, "/v1/admin/alert-rules", t, None)
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    let shown = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "quiet_closed")
+        .unwrap();
+    assert_eq!(
+        (&shown["name"], &shown["per"], &shown["only"]),
+        (
+            &json!("quiet_closed"),
+            &json!("inbox"),
+            &json!("inb_support-wa")
+        )
+    );
+
+    // A customer writes on WhatsApp; then nothing. The SMS and web-chat inboxes never had a
+    // customer message: unused, not silent, they never page.
+    let write = |n: usize| {
+        let hub = &hub;
+        async move {
+            let body = wa_text_now(&format!("wamid.quiet.{n}"), "15555550920", "hello");
+            assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
+        }
+    };
+    write(0).await;
+    let hits = exactly(&d, "/services/", 1).await;
+    let text = hits[0].body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(
+            "[FIRING] quiet_open — no customer message on inbox Support (WhatsApp) (inb_support-wa) for"
+        ),
+        "{text}"
+    );
+    let history = alerts(&hub, t).await;
+    assert_eq!(history.len(), 1, "only in business hours: {history:?}");
+    assert_eq!(history[0]["rule"], "quiet_open");
+    assert_eq!(history[0]["scope"], "inbox:inb_support-wa");
+
+    // The customer writes again: the silence is over and the alert resolves (no hold-down).
+    // Silent again afterwards, it may page again: only the first two notices are looked at.
+    write(1).await;
+    let hits = eventually("the resolve", || async {
+        let hits = d.hits("/services/");
+        (hits.len() >= 2).then_some(hits)
+    })
+    .await;
+    let text = hits[1].body["text"].as_str().unwrap();
+    assert!(text.starts_with("[RESOLVED] quiet_open"), "{text}");
+    let history = alerts(&hub, t).await;
+    assert!(
+        history.iter().all(|a| a["rule"] == "quiet_open"),
+        "{history:?}"
+    );
+
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+async fn scoped_rules_refuse_fields_that_do_not_fit(backend: Backend) {
+    let (_d, addr) = fake_destinations().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(
+        &site,
+        &format!(
+            "[[alerts.destinations]]\nname = \"ops\"\nkind = \"slack\"\nurl = \"http://{addr}/services/T/B/bad\"\n"
+        ),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let rule = |signal: &str, extra: Value| {
+        let mut r = json!({ "name": "scoped", "signal": signal, "threshold": 1,
+                            "destinations": ["ops"] });
+        if !matches!(signal, "inbound_silence" | "queue_backlog") {
+            r["window_secs"] = json!(600);
+        }
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    let hours = |tz: &str| json!({ "time_zone": tz, "week": { "mon": "09:00-17:00" } });
+    for (bad, field) in [
+        (rule("sla_breaches", json!({ "scope": "team" })), "scope"),
+        (
+            rule("queue_backlog", json!({ "provider": "twilio" })),
+            "provider",
+        ),
+        (
+            rule("outbound_failure_ratio", json!({ "provider": "telegram" })),
+            "provider",
+        ),
+        (
+            rule("outbound_failure_ratio", json!({ "per": "team" })),
+            "per",
+        ),
+        (rule("sla_breaches", json!({ "team": "team_nope" })), "team"),
+        (
+            rule("sla_breaches", json!({ "inbox": "inb_support-wa" })),
+            "inbox",
+        ),
+        (
+            rule("inbound_silence", json!({ "inbox": "inb_nope" })),
+            "inbox",
+        ),
+        (
+            rule("inbound_silence", json!({ "hours": hours("Mars/Base") })),
+            "hours.time_zone",
+        ),
+        (
+            rule("sla_breaches", json!({ "hours": hours("UTC") })),
+            "hours",
+        ),
+        (
+            rule("inbound_silence", json!({ "window_secs": 600 })),
+            "window_secs",
+        ),
+    ] {
+        let (status, out) = hub
+            .call(
+                Method::POST,
+                "/v1/admin/alert-rules",
+                &admin.token,
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(status, 422, "{bad}: {out}");
+        assert_eq!(out["error"]["details"][0]["field"], field, "{bad}: {out}");
+    }
+    let (status, rules) = hub
+        .call(Method::GET, "/v1/admin/alert-rules", &admin.token, None)
+        .await;
+    assert_eq!(status, 200, "{rules}");
+    assert!(
+        rules["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] != "scoped"),
+        "nothing refused was kept: {rules}"
+    );
+    hub.stop().await;
+    site.cleanup().await;
+}
+
+/// A database at migration 0009 upgrades in place: its counter buckets become the account
+/// totals they were, an inbox that had customers is watched for silence at once, and the new
+/// table is behind PostgreSQL's account wall.
+async fn scopes_migrate_counts_and_seed_silence(backend: Backend) {
+    use sqlx::Row;
+    use switchboard::store::{Dialect, Store};
+    let site = Site::new(backend);
+    let store = Store::open(&site.config("").database).await.unwrap();
+    let dir = match store.dialect() {
+        Dialect::Sqlite => "sqlite",
+        Dialect::Postgres => "postgres",
+    };
+    let path = format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(&path))
+        .await
+        .unwrap();
+    before.migrations = std::borrow::Cow::Owned(
+        before
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 9)
+            .cloned()
+            .collect(),
+    );
+    before.run(store.pool()).await.unwrap();
+    let account = store.ensure_account("default").await.unwrap();
+    for sql in [
+        "INSERT INTO inboxes (id, account_id, slug, channel, name, created_at, updated_at) \
+         VALUES ('inb_old', $1, 'old', 'sms', 'Old', 1, 1)",
+        "INSERT INTO contacts (id, account_id, created_at, updated_at) VALUES ('ctc_old', $1, 1, 1)",
+        "INSERT INTO conversations (id, account_id, inbox_id, contact_id, channel, status, \
+         last_message_at, last_inbound_at, created_at, updated_at) \
+         VALUES ('conv_old', $1, 'inb_old', 'ctc_old', 'sms', 'open', 5000, 5000, 1, 1)",
+        "INSERT INTO signal_counts (account_id, name, bucket_ms, count) \
+         VALUES ($1, 'webhooks.accepted', 10000, 7)",
+    ] {
+        sqlx::query(sql)
+            .bind(&account)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    store.migrate().await.unwrap();
+
+    assert_eq!(
+        store
+            .signal_sums(&account, "account", &["webhooks.accepted"], 0)
+            .await
+            .unwrap(),
+        [7]
+    );
+    assert_eq!(
+        store
+            .signal_last_seen(&account, "inbound.messages", "inbox:")
+            .await
+            .unwrap(),
+        [("inbox:inb_old".to_owned(), 5000)]
+    );
+    if backend == Backend::Distributed {
+        for table in ["signal_counts", "signal_seen"] {
+            let row = sqlx::query(
+                "SELECT c.relrowsecurity::text, c.relforcerowsecurity::text, \
+                 (SELECT COUNT(*) FROM pg_policies p WHERE p.schemaname = $1 \
+                  AND p.tablename = $2 AND p.policyname = 'account_wall') \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+            )
+            .bind(&site.schema)
+            .bind(table)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            let (enabled, forced, policies): (String, String, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            assert_eq!(
+                (enabled.as_str(), forced.as_str(), policies),
+                ("true", "true", 1),
+                "{table}"
+            );
+        }
+    }
+    store.close().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    scopes_migrate_counts_and_seed_silence,
+    one_failing_provider_pages_for_that_provider_only,
+    sla_breaches_page_for_the_breaching_team_only,
+    a_silent_inbox_pages_in_business_hours_only,
+    scoped_rules_refuse_fields_that_do_not_fit,
     an_expired_whatsapp_token_pages_once,
     a_backlog_pages_slack_once_and_resolves_once,
     forged_webhooks_page_pagerduty_with_a_stable_key,
