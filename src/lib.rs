@@ -25,6 +25,7 @@ pub mod outbound;
 #[cfg(test)]
 mod redis_testing;
 pub mod sla;
+pub mod ssrf;
 pub mod store;
 pub mod telemetry;
 
