@@ -28,6 +28,7 @@ pub mod sla;
 pub mod ssrf;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks_out;
 
 pub use app::{Roles, run};
 pub use config::Config;

@@ -29,15 +29,19 @@ pub enum Signal {
     /// Sends a provider refused for the inbox's credentials (an expired WhatsApp token, a bad
     /// Twilio auth token) in the window (threshold: a count, usually 0).
     CredentialsRejected,
+    /// Outbound webhook endpoints disabled for failing deliveries in the window (threshold: a
+    /// count, usually 0; docs/WEBHOOKS_OUT.md).
+    WebhookEndpointsDisabled,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 5] = [
+    pub const ALL: [Signal; 6] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
         Signal::SlaBreaches,
         Signal::CredentialsRejected,
+        Signal::WebhookEndpointsDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Signal {
             Signal::OutboundFailureRatio => "outbound_failure_ratio",
             Signal::SlaBreaches => "sla_breaches",
             Signal::CredentialsRejected => "credentials_rejected",
+            Signal::WebhookEndpointsDisabled => "webhook_endpoints_disabled",
         }
     }
 
@@ -64,7 +69,13 @@ impl Signal {
 
     /// Whether the signal is measured over a window (`window_secs` required).
     fn windowed(self) -> bool {
-        self.is_ratio() || matches!(self, Signal::SlaBreaches | Signal::CredentialsRejected)
+        self.is_ratio()
+            || matches!(
+                self,
+                Signal::SlaBreaches
+                    | Signal::CredentialsRejected
+                    | Signal::WebhookEndpointsDisabled
+            )
     }
 }
 

@@ -31,6 +31,7 @@ pub const OUTBOUND_SENT: &str = "outbound.sent";
 pub const OUTBOUND_FAILED: &str = "outbound.failed";
 pub const SLA_BREACHES: &str = "sla.breaches";
 pub const CREDENTIALS_REJECTED: &str = "outbound.credentials_rejected";
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "webhooks_out.endpoints_disabled";
 
 /// Width of a counter bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -270,6 +271,11 @@ impl Evaluator {
                 };
                 self.store.signal_sums(account_id, &[name], since).await?[0] as f64
             }
+            Signal::WebhookEndpointsDisabled => {
+                self.store
+                    .signal_sums(account_id, &[WEBHOOK_ENDPOINTS_DISABLED], since)
+                    .await?[0] as f64
+            }
         })
     }
 
@@ -388,6 +394,11 @@ fn summary(signal: Signal, value: f64, spec: &RuleSpec) -> String {
         Signal::CredentialsRejected => format!(
             "a provider refused an inbox's credentials {value} times over {} s; replace the token",
             spec.window_secs.unwrap_or(0)
+        ),
+        Signal::WebhookEndpointsDisabled => format!(
+            "{value} webhook endpoints disabled for failing deliveries over {} s (threshold {})",
+            spec.window_secs.unwrap_or(0),
+            spec.threshold
         ),
     }
 }
