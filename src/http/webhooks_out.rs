@@ -673,7 +673,11 @@ async fn replay_delivery(
             "the delivery is not finished yet; it is still being attempted",
         ));
     }
-    let record = who.audit("webhook_delivery.replayed", "webhook_delivery", None);
+    let record = who.audit(
+        "webhook_delivery.replayed",
+        "webhook_delivery",
+        Some(&delivery_id),
+    );
     let queued = state
         .store
         .queue_webhook_message(

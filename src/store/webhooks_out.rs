@@ -372,7 +372,7 @@ impl Store {
     }
 
     /// Queues one message to an endpoint outside the event stream (a test event, a replay),
-    /// due now, with its audit record. Returns the delivery.
+    /// due now, with its audit record (the new delivery as its `after`). Returns the delivery.
     #[allow(clippy::too_many_arguments)]
     pub async fn queue_webhook_message(
         &self,
@@ -417,12 +417,15 @@ impl Store {
         .bind(&id)
         .fetch_one(&mut *tx)
         .await?;
-        super::audit::append(&mut tx, &record.entity(&id)).await?;
+        let queued = delivery(&row);
+        super::audit::append(&mut tx, &record.after(&queued)).await?;
         tx.commit().await?;
-        Ok(delivery(&row))
+        Ok(queued)
     }
 
-    /// An endpoint's deliveries, newest first; only `state` ones when given.
+    /// An endpoint's deliveries, newest first (by the endpoint's sequence, which is event
+    /// order; ids made in the same millisecond do not sort by time); only `state` ones when
+    /// given. `cursor` is the last delivery id of the previous page.
     pub async fn list_webhook_deliveries(
         &self,
         account_id: &str,
@@ -434,8 +437,9 @@ impl Store {
         let mut tx = self.scoped(account_id).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE account_id = $1 \
-             AND endpoint_id = $2 AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5"
+             AND endpoint_id = $2 AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR seq < \
+               (SELECT c.seq FROM webhook_deliveries c WHERE c.endpoint_id = $2 AND c.id = $4)) \
+             ORDER BY seq DESC LIMIT $5"
         )))
         .bind(account_id)
         .bind(endpoint_id)

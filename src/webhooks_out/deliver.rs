@@ -35,6 +35,8 @@ use crate::store::webhooks_out::{AttemptOutcome, Behind, ClaimedDelivery, Queued
 
 /// Events one tailer round reads per endpoint.
 const TAIL_BATCH: i64 = 500;
+/// How long shutdown waits for attempts in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -96,7 +98,7 @@ impl Worker {
         })
     }
 
-    /// Tails and sends every `poll_ms` until `shutdown`; attempts in flight are finished.
+    /// Tails and sends every `poll_ms` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
         loop {
@@ -109,8 +111,15 @@ impl Worker {
             }
             self.send_due(&tracker).await;
         }
+        // Attempts in flight get a moment to finish; one still waiting on its receiver is left
+        // behind, and its claim goes stale and is taken again (at least once).
         tracker.close();
-        tracker.wait().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("Some webhook attempts were still in flight at shutdown; they will be retried.");
+        }
     }
 
     /// One tailer round over the endpoints whose account log moved past their cursor.

@@ -659,10 +659,92 @@ async fn bad_input_and_guarded_urls_are_refused_naming_the_field(backend: Backen
     site.cleanup().await;
 }
 
+async fn every_event_is_queued_and_sent_once_whatever_the_nodes(backend: Backend) {
+    let (r, addr) = receiver().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(&site, FAST).await;
+    // Distributed: a second node tails and sends beside the first, from the same store.
+    let node_b = if backend == Backend::Distributed {
+        Some(TestHub::start_with(&site, FAST).await)
+    } else {
+        None
+    };
+    let (endpoint, secret) = create(
+        &hub,
+        json!({ "url": format!("http://{addr}/hook"), "event_types": ["message.created"] }),
+    )
+    .await;
+    const N: usize = 12;
+    for i in 0..N {
+        let sender = match (&node_b, i % 2) {
+            (Some(b), 1) => b,
+            _ => &hub,
+        };
+        let body = wa_text_now(
+            &format!("wamid.hooks.once.{i}"),
+            &format!("155555504{i:02}"),
+            "hi",
+        );
+        assert_eq!(sender.post_whatsapp(&body).await.status(), 200);
+    }
+    let list = eventually(&format!("{N} deliveries succeeded"), || async {
+        let list = deliveries(&hub, &endpoint).await;
+        (list.len() == N && list.iter().all(|d| d["state"] == "succeeded")).then_some(list)
+    })
+    .await;
+    assert!(list.iter().all(|d| d["attempts"] == 1), "{list:?}");
+    // Pages of 5, newest first, cover every delivery once.
+    let (mut paged, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let after = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+        let (status, page) = hub
+            .call(
+                Method::GET,
+                &format!("/v1/admin/webhook-endpoints/{endpoint}/deliveries?limit=5{after}"),
+                &hub.key,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].clone()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        paged,
+        list.iter().map(|d| d["id"].clone()).collect::<Vec<_>>()
+    );
+    let hits = r.hits();
+    assert_eq!(hits.len(), N, "each event once");
+    let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), N);
+    for hit in &hits {
+        assert_eq!(verified_by(&secret, hit), vec![true]);
+        assert_eq!(hit.json()["type"], "message.created");
+    }
+
+    if let Some(b) = node_b {
+        b.stop().await;
+    }
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
     deliveries_are_signed_ordered_and_retried_until_the_receiver_recovers,
     a_receiver_down_for_the_whole_schedule_disables_the_endpoint_and_alerts,
     secret_rotation_signs_with_both_during_the_overlap_and_the_new_one_after,
     a_hanging_receiver_is_cut_and_a_huge_answer_is_read_only_up_to_the_cap,
     bad_input_and_guarded_urls_are_refused_naming_the_field,
+    every_event_is_queued_and_sent_once_whatever_the_nodes,
 );
