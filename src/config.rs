@@ -954,6 +954,18 @@ mod tests {
                 "[routing]\npresence_timeout_secs = 4",
                 "routing.presence_timeout_secs",
             ),
+            (
+                "[webhooks_out]\nschedule_ms = []",
+                "webhooks_out.schedule_ms",
+            ),
+            (
+                "[webhooks_out]\nrequest_timeout_ms = 1",
+                "webhooks_out.request_timeout_ms",
+            ),
+            (
+                "[webhooks_out]\nallowed_hosts = [\"10.0.0.0/99\"]",
+                "webhooks_out.allowed_hosts",
+            ),
         ];
         for (toml, key) in cases {
             let err = load(toml).unwrap_err().to_string();

@@ -706,6 +706,17 @@ impl Store {
         Ok(disabled)
     }
 
+    /// Deletes finished deliveries (`succeeded`, `failed`) last touched before `before_ms`.
+    pub async fn prune_webhook_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM webhook_deliveries WHERE state IN ('succeeded', 'failed') AND updated_at < $1",
+        )
+        .bind(before_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
+    }
+
     /// Deliveries waiting (due or in flight), and since when the oldest, for the backlog gauge.
     pub async fn webhook_backlog(&self) -> Result<(i64, Option<i64>), StoreError> {
         let row = sqlx::query(

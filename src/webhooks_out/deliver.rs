@@ -35,6 +35,9 @@ use crate::store::webhooks_out::{AttemptOutcome, Behind, ClaimedDelivery, Queued
 
 /// Events one tailer round reads per endpoint.
 const TAIL_BATCH: i64 = 500;
+/// Finished deliveries are kept this long (for the list and replays), then pruned hourly.
+const KEEP_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+const PRUNE_EVERY_MS: i64 = 60 * 60 * 1000;
 /// How long shutdown waits for attempts in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` honoured.
@@ -101,6 +104,7 @@ impl Worker {
     /// Tails and sends every `poll_ms` until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let mut pruned_at = 0;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -110,6 +114,15 @@ impl Worker {
                 warn!(error = %e, "Could not queue webhook deliveries; trying again next round.");
             }
             self.send_due(&tracker).await;
+            let now = ids::now_ms();
+            if now - pruned_at > PRUNE_EVERY_MS {
+                pruned_at = now;
+                match self.store.prune_webhook_deliveries(now - KEEP_MS).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(deliveries = n, "Pruned finished webhook deliveries."),
+                    Err(e) => warn!(error = %e, "Could not prune webhook deliveries."),
+                }
+            }
         }
         // Attempts in flight get a moment to finish; one still waiting on its receiver is left
         // behind, and its claim goes stale and is taken again (at least once).
@@ -343,5 +356,35 @@ fn failure(e: &reqwest::Error) -> String {
         "connection failed".to_owned()
     } else {
         "the request failed".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connect-time half of the guard: a name that resolves to a refused address never
+    /// gets a connection, whatever it resolved to when the endpoint was saved.
+    #[tokio::test]
+    async fn a_name_resolving_to_a_refused_address_never_connects() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://localhost:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        let config = Config::from_layers(&[]).unwrap();
+        let guarded = client(&config, Arc::new(Guard::default())).unwrap();
+        let e = guarded.post(&url).send().await.unwrap_err();
+        assert!(
+            failure(&e).starts_with("refused by the SSRF guard: the URL points at "),
+            "{}",
+            failure(&e)
+        );
+        let listed = Arc::new(Guard::new(&["localhost".to_owned()]).unwrap());
+        let allowed = client(&config, listed).unwrap();
+        let call = tokio::spawn(async move { allowed.post(&url).send().await });
+        let (socket, _) = listener.accept().await.unwrap();
+        drop(socket);
+        call.abort();
     }
 }

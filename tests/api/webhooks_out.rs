@@ -523,9 +523,8 @@ max_response_bytes = 1024
 
 async fn bad_input_and_guarded_urls_are_refused_naming_the_field(backend: Backend) {
     let site = Site::new(backend);
-    // HTTPS required; only 10.0.0.0/8 is allow-listed.
-    let hub =
-        TestHub::start_with(&site, "[webhooks_out]\nallowed_hosts = [\"10.0.0.0/8\"]\n").await;
+    // HTTPS required; only 10.0.0.1 is allow-listed (not the rest of 10/8).
+    let hub = TestHub::start_with(&site, "[webhooks_out]\nallowed_hosts = [\"10.0.0.1\"]\n").await;
     let good = || json!({ "url": "https://10.0.0.1/hook", "event_types": ["conversation.*"] });
     let with = |field: &str, value: Value| {
         let mut body = good();
@@ -543,6 +542,7 @@ async fn bad_input_and_guarded_urls_are_refused_naming_the_field(backend: Backen
         ),
         (with("url", json!("https://localhost/hook")), "url"),
         (with("url", json!("https://[::1]/hook")), "url"),
+        (with("url", json!("https://10.0.0.2/hook")), "url"),
         (
             with(
                 "event_types",
@@ -582,7 +582,7 @@ async fn bad_input_and_guarded_urls_are_refused_naming_the_field(backend: Backen
         "{refused}"
     );
 
-    // The allow-listed network passes.
+    // The allow-listed address passes.
     let (endpoint, _) = create(&hub, good()).await;
     let path = format!("/v1/admin/webhook-endpoints/{endpoint}");
     let (status, refused) = hub
