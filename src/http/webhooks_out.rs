@@ -68,7 +68,7 @@ pub struct WebhooksOutApi;
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpointIn {
     /// Where events are POSTed: HTTPS (unless `webhooks_out.allow_http`), at most 2048
-    /// characters, not resolving to a loopback, private, link-local or reserved address
+    /// characters, without credentials, not resolving to a loopback, private, link-local or reserved address
     /// unless allow-listed (`webhooks_out.allowed_hosts`).
     pub url: String,
     /// At least one: event types (`message.created`), groups (`conversation.*`) or `*`.
@@ -178,6 +178,13 @@ async fn checked_url(state: &AppState, raw: &str) -> Result<String, ApiError> {
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("has no host".to_owned()));
+    }
+    // The URL is shown by the API and kept in audit records: no secrets in it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "must not carry credentials (receivers authenticate deliveries by their signature)"
+                .to_owned(),
+        ));
     }
     let guard = Guard::new(&config.allowed_hosts).map_err(ApiError::internal)?;
     guard.check_url(&url).await.map_err(bad)?;

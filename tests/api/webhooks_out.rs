@@ -544,6 +544,10 @@ async fn bad_input_and_guarded_urls_are_refused_naming_the_field(backend: Backen
         (with("url", json!("https://[::1]/hook")), "url"),
         (with("url", json!("https://10.0.0.2/hook")), "url"),
         (
+            with("url", json!("https://crm:hunter2@10.0.0.1/hook")),
+            "url",
+        ),
+        (
             with(
                 "event_types",
                 json!(["message.created", "conversation.deleted"]),
