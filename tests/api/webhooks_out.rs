@@ -675,7 +675,8 @@ async fn every_event_is_queued_and_sent_once_whatever_the_nodes(backend: Backend
     };
     let (endpoint, secret) = create(
         &hub,
-        json!({ "url": format!("http://{addr}/hook"), "event_types": ["message.created"] }),
+        json!({ "url": format!("http://{addr}/hook"),
+                "event_types": ["message.created", "conversation.resolved"] }),
     )
     .await;
     const N: usize = 12;
@@ -736,6 +737,29 @@ async fn every_event_is_queued_and_sent_once_whatever_the_nodes(backend: Backend
         assert_eq!(verified_by(&secret, hit), vec![true]);
         assert_eq!(hit.json()["type"], "message.created");
     }
+    // Resolving is one `conversation.resolved` (with the conversation as data).
+    let conversation = hits[0].json()["data"]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, resolved) = hub
+        .call(
+            Method::POST,
+            &format!("/v1/conversations/{conversation}/resolve"),
+            &hub.key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{resolved}");
+    let hit = eventually("the resolution delivered", || async {
+        r.hits().get(N).cloned()
+    })
+    .await;
+    let event = hit.json();
+    assert_eq!(event["type"], "conversation.resolved");
+    assert_eq!(event["data"]["id"], conversation.as_str());
+    assert_eq!(event["data"]["status"], "resolved");
+    assert_eq!(verified_by(&secret, &hit), vec![true]);
 
     if let Some(b) = node_b {
         b.stop().await;
