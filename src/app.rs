@@ -213,6 +213,17 @@ pub async fn run(
             sender.run(token).await;
             Ok(())
         });
+        let webhooks = Arc::new(crate::webhooks_out::deliver::Worker::new(
+            backends.store.clone(),
+            &config,
+            keys.clone(),
+            tally.clone(),
+        )?);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            webhooks.run(token).await;
+            Ok(())
+        });
         let dispatcher = crate::dispatch::Dispatcher {
             store: backends.store.clone(),
             broker: backends.broker.clone(),

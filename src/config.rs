@@ -49,6 +49,7 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub alerts: AlertsConfig,
     pub sla: SlaConfig,
+    pub webhooks_out: WebhooksOutConfig,
     #[serde(default)]
     pub whatsapp_apps: Vec<WhatsappApp>,
     #[serde(default)]
@@ -201,6 +202,31 @@ pub struct OutboundConfig {
 pub struct SlaConfig {
     /// How often each worker node looks at the SLA clocks of open conversations.
     pub check_every_ms: u64,
+}
+
+/// Signed webhooks to customers' systems (docs/WEBHOOKS_OUT.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksOutConfig {
+    /// The delay before each attempt, counted from the event (first) or the previous failure;
+    /// as many attempts as entries.
+    pub schedule_ms: Vec<u64>,
+    /// One attempt may take this long, answer included; then it is cut and counts as failed.
+    pub request_timeout_ms: u64,
+    /// At most this much of a receiver's answer is read (and kept, for the deliveries list).
+    pub max_response_bytes: usize,
+    /// After this many deliveries in a row failed for good, the endpoint is disabled.
+    pub disable_after_failures: u32,
+    /// How long a rotated-out secret keeps signing, unless the rotation says otherwise.
+    pub rotation_overlap_secs: u64,
+    /// Accept `http://` endpoint URLs (otherwise HTTPS is required).
+    pub allow_http: bool,
+    /// Host names, addresses and networks (`10.0.0.0/8`) the SSRF guard lets through.
+    pub allowed_hosts: Vec<String>,
+    /// How often each worker node looks for new events and due deliveries.
+    pub poll_ms: u64,
+    /// Attempts in flight at once per worker node.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -539,7 +565,58 @@ impl Config {
         Ok(())
     }
 
+    fn validate_webhooks_out(&self) -> Result<(), ConfigError> {
+        let w = &self.webhooks_out;
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        if w.schedule_ms.is_empty() || w.schedule_ms.len() > 50 {
+            return Err(invalid(
+                "webhooks_out.schedule_ms",
+                "must list 1 to 50 delays",
+            ));
+        }
+        if w.schedule_ms.iter().any(|d| *d > DAY_MS) {
+            return Err(invalid(
+                "webhooks_out.schedule_ms",
+                "each delay must be at most one day (86400000)",
+            ));
+        }
+        if !(100..=300_000).contains(&w.request_timeout_ms) {
+            return Err(invalid(
+                "webhooks_out.request_timeout_ms",
+                "must be 100 to 300000",
+            ));
+        }
+        if !(256..=1_048_576).contains(&w.max_response_bytes) {
+            return Err(invalid(
+                "webhooks_out.max_response_bytes",
+                "must be 256 to 1048576",
+            ));
+        }
+        if !(1..=1000).contains(&w.disable_after_failures) {
+            return Err(invalid(
+                "webhooks_out.disable_after_failures",
+                "must be 1 to 1000",
+            ));
+        }
+        if w.rotation_overlap_secs > 7 * 24 * 3600 {
+            return Err(invalid(
+                "webhooks_out.rotation_overlap_secs",
+                "must be 0 to 604800 (7 days)",
+            ));
+        }
+        if !(10..=60_000).contains(&w.poll_ms) {
+            return Err(invalid("webhooks_out.poll_ms", "must be 10 to 60000"));
+        }
+        if !(1..=1000).contains(&w.concurrency) {
+            return Err(invalid("webhooks_out.concurrency", "must be 1 to 1000"));
+        }
+        crate::ssrf::Guard::new(&w.allowed_hosts)
+            .map_err(|e| invalid("webhooks_out.allowed_hosts", e))?;
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_webhooks_out()?;
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:") || self.is_postgres()) {
             return Err(invalid(
@@ -881,6 +958,18 @@ mod tests {
             (
                 "[routing]\npresence_timeout_secs = 4",
                 "routing.presence_timeout_secs",
+            ),
+            (
+                "[webhooks_out]\nschedule_ms = []",
+                "webhooks_out.schedule_ms",
+            ),
+            (
+                "[webhooks_out]\nrequest_timeout_ms = 1",
+                "webhooks_out.request_timeout_ms",
+            ),
+            (
+                "[webhooks_out]\nallowed_hosts = [\"10.0.0.0/99\"]",
+                "webhooks_out.allowed_hosts",
             ),
         ];
         for (toml, key) in cases {

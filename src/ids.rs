@@ -30,6 +30,10 @@ pub const ALERT: &str = "alr";
 pub const ALERT_DELIVERY: &str = "ald";
 pub const SLA_POLICY: &str = "sla";
 pub const SLA_EVENT: &str = "sle";
+pub const WEBHOOK_ENDPOINT: &str = "whe";
+pub const WEBHOOK_DELIVERY: &str = "whd";
+/// A webhook message (the `webhook-id` header), the same on every attempt and on a replay.
+pub const WEBHOOK_MESSAGE: &str = "whm";
 
 pub fn new(prefix: &str) -> String {
     format!(

@@ -25,8 +25,10 @@ pub mod outbound;
 #[cfg(test)]
 mod redis_testing;
 pub mod sla;
+pub mod ssrf;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks_out;
 
 pub use app::{Roles, run};
 pub use config::Config;

@@ -44,7 +44,14 @@ pub async fn watch_backlogs(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
         }
-        match store.job_backlogs().await {
+        let webhooks = store
+            .webhook_backlog()
+            .await
+            .map(|(depth, oldest)| ("deliver_webhook", depth, oldest));
+        match store.job_backlogs().await.and_then(|mut b| {
+            b.push(webhooks?);
+            Ok(b)
+        }) {
             Ok(backlogs) => {
                 let now = crate::ids::now_ms();
                 for (job, depth, oldest) in backlogs {

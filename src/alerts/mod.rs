@@ -37,16 +37,20 @@ pub enum Signal {
     /// Sends a provider refused for the inbox's credentials (an expired WhatsApp token, a bad
     /// Twilio auth token) in the window (threshold: a count, usually 0).
     CredentialsRejected,
+    /// Outbound webhook endpoints disabled for failing deliveries in the window (threshold: a
+    /// count, usually 0; docs/WEBHOOKS_OUT.md).
+    WebhookEndpointsDisabled,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 6] = [
+    pub const ALL: [Signal; 7] = [
         Signal::QueueBacklog,
         Signal::WebhookErrorRatio,
         Signal::OutboundFailureRatio,
         Signal::SlaBreaches,
         Signal::InboundSilence,
         Signal::CredentialsRejected,
+        Signal::WebhookEndpointsDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Signal {
             Signal::SlaBreaches => "sla_breaches",
             Signal::InboundSilence => "inbound_silence",
             Signal::CredentialsRejected => "credentials_rejected",
+            Signal::WebhookEndpointsDisabled => "webhook_endpoints_disabled",
         }
     }
 
@@ -74,7 +79,13 @@ impl Signal {
 
     /// Whether the signal is measured over a window (`window_secs` required).
     fn windowed(self) -> bool {
-        self.is_ratio() || matches!(self, Signal::SlaBreaches | Signal::CredentialsRejected)
+        self.is_ratio()
+            || matches!(
+                self,
+                Signal::SlaBreaches
+                    | Signal::CredentialsRejected
+                    | Signal::WebhookEndpointsDisabled
+            )
     }
 
     /// What the signal can be kept per, besides the account as a whole.

@@ -40,6 +40,8 @@ pub const SLA_BREACHES: &str = "sla.breaches";
 pub const CREDENTIALS_REJECTED: &str = "outbound.credentials_rejected";
 /// Customer messages stored (new ones, not redeliveries), per inbox: `inbound_silence`.
 pub const INBOUND_MESSAGES: &str = "inbound.messages";
+/// Outbound webhook endpoints disabled for failing deliveries: `webhook_endpoints_disabled`.
+pub const WEBHOOK_ENDPOINTS_DISABLED: &str = "webhooks_out.endpoints_disabled";
 
 /// Width of a counter bucket.
 const BUCKET_MS: i64 = 10_000;
@@ -324,6 +326,7 @@ impl Evaluator {
             Signal::OutboundFailureRatio => (&[OUTBOUND_FAILED, OUTBOUND_SENT], ratio),
             Signal::SlaBreaches => (&[SLA_BREACHES], count),
             Signal::CredentialsRejected => (&[CREDENTIALS_REJECTED], count),
+            Signal::WebhookEndpointsDisabled => (&[WEBHOOK_ENDPOINTS_DISABLED], count),
         };
         Ok(match rule.checked.per {
             None => {
@@ -557,6 +560,11 @@ fn summary(signal: Signal, value: f64, spec: &RuleSpec, scope: Option<&str>) -> 
             "{} refused an inbox's credentials {value} times over {} s; replace the token",
             scope.unwrap_or("a provider"),
             spec.window_secs.unwrap_or(0)
+        ),
+        Signal::WebhookEndpointsDisabled => format!(
+            "{value} webhook endpoints disabled for failing deliveries over {} s (threshold {})",
+            spec.window_secs.unwrap_or(0),
+            spec.threshold
         ),
     }
 }

@@ -20,6 +20,7 @@ pub mod saved_replies;
 pub mod sla;
 pub mod webchat;
 pub mod webhooks;
+pub mod webhooks_out;
 pub mod ws;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(saved_replies::routes())
         .merge(alerts::routes())
         .merge(sla::routes())
+        .merge(webhooks_out::routes())
         .merge(routing::routes())
         .merge(ws::routes())
         .merge(health::routes())

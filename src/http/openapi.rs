@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     AppState, admin, agents, alerts, api, audit, auth, dead_letters, health, inboxes, reports,
-    routing, routing_rules, saved_replies, sla, webchat, webhooks, ws,
+    routing, routing_rules, saved_replies, sla, webchat, webhooks, webhooks_out, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -59,6 +59,7 @@ pub const VISITOR_TOKEN: &str = "visitor_token";
         (name = "routing-rules", description = "Routing rules of the assignment engine: create, order, validate and simulate (configure_routing)."),
         (name = "routing", description = "The assignment engine at work: offers to accept or decline, live queue statistics."),
         (name = "alerts", description = "Alert history: episodes fired and resolved, and the notices sent to Slack and PagerDuty (configure_routing)."),
+        (name = "webhook-endpoints", description = "Signed outbound webhooks to the account's own systems (Standard Webhooks): endpoints, secrets, deliveries, replays and test events (configure_routing)."),
         (name = "sla", description = "SLA policies (configure_routing) and each conversation's SLA clocks."),
         (name = "audit", description = "The append-only audit log (view_audit_log)."),
         (name = "meta", description = "This document."),
@@ -117,6 +118,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         saved_replies::SavedRepliesApi::openapi(),
         alerts::AlertsApi::openapi(),
         sla::SlaApi::openapi(),
+        webhooks_out::WebhooksOutApi::openapi(),
         routing::RoutingApi::openapi(),
         ws::WsApi::openapi(),
     ]

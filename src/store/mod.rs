@@ -35,6 +35,7 @@ pub mod sla;
 pub mod user_admin;
 pub mod users;
 pub mod webchat;
+pub mod webhooks_out;
 
 use std::str::FromStr;
 use std::time::Duration;

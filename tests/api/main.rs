@@ -34,4 +34,5 @@ mod routing_rules;
 mod sla;
 mod twilio;
 mod webchat;
+mod webhooks_out;
 mod whatsapp;
