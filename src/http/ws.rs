@@ -66,12 +66,14 @@ fn frames_pushed() -> &'static metrics::Counter {
 const FLUSH_EVERY: usize = 64;
 /// Bytes written before one flush, when many frames are waiting.
 const FLUSH_BYTES: usize = 32 * 1024;
-/// Bytes tungstenite gathers before writing to the kernel: none, each frame is written as it
-/// is fed. Gathering a burst (8 KiB) saves system calls when a socket has many frames
-/// waiting, but the buffer keeps the capacity it reaches (up to twice that, per socket that
-/// ever had a burst), and with it the slow-consumer test lost its 4008 close now and then on
-/// the distributed backend (cause not pinned down).
-const WRITE_BUFFER: usize = 0;
+/// Bytes tungstenite gathers before writing to the kernel. A socket with many frames waiting
+/// (a fan-out burst) writes them in one system call instead of one each: the hub's CPU per
+/// pushed frame fell from 2.3 to 1.0 µs at 10,000 consoles (docs/BENCHMARKS.md). An idle
+/// socket holds none of it; one that had a burst keeps the buffer's capacity (up to twice
+/// this). (Taken out once because the slow-consumer test lost its 4008 close on the Redis
+/// backend; that was the Redis queue's 5 s job pickup, since fixed, stalling the test's writes
+/// past the send timeout: 12 runs of 12 pass with the buffer.)
+const WRITE_BUFFER: usize = 8 * 1024;
 /// What a client frame is read into; grown to a frame's size when one is bigger.
 const READ_BUFFER: usize = 256;
 /// Rows per read while replaying.
