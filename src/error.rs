@@ -157,7 +157,11 @@ impl ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        if e.is_transient() {
+            ApiError::Unavailable(e.to_string())
+        } else {
+            ApiError::Internal(e.to_string())
+        }
     }
 }
 
@@ -223,6 +227,12 @@ impl IntoResponse for ApiError {
             _ => (self.to_string(), Vec::new()),
         };
         let mut response = envelope(status, code, &message, &details);
+        if let ApiError::Unavailable(_) = self {
+            // Busy or briefly unreachable: a client may try again in a moment.
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, 1u32.into());
+        }
         if let ApiError::RateLimited {
             retry_after_secs,
             limit,

@@ -83,6 +83,27 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Sql(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// True when trying again soon can succeed: the database was busy (SQLite's write lock not
+    /// had within the busy timeout, PostgreSQL's deadlock or serialization failure), the pool
+    /// had no connection in time, the connection broke, or a concurrent writer raced us. The
+    /// API answers these with 503 and `Retry-After` rather than 500.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Sql(sqlx::Error::Database(e)) => matches!(
+                e.code().as_deref(),
+                // SQLite: BUSY, LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT, BUSY_TIMEOUT.
+                Some("5" | "6" | "261" | "517" | "773")
+                    // PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+                    | Some("40001" | "40P01" | "55P03")
+            ),
+            StoreError::Sql(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => true,
+            StoreError::Raced(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// The rows admin mutations lock before reading their audit "before".

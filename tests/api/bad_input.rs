@@ -162,3 +162,45 @@ async fn forged_unsigned_oversized_and_unknown(backend: Backend) {
     hub.stop().await;
     site.cleanup().await;
 }
+
+/// A database too busy to take a write within its busy timeout is a reason to try again, not
+/// an internal error: 503 with `Retry-After`, in the one envelope; and the write goes through
+/// once the lock is free. (SQLite: another connection holds the write lock past the hub's
+/// 10 s busy timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_database_answers_503_with_retry_after() {
+    let site = Site::new(Backend::Embedded);
+    let hub = TestHub::start(&site).await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let store = site.store().await;
+    let mut holder = store.pool().acquire().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let refused = hub
+        .client
+        .post(hub.url("/v1/admin/teams"))
+        .bearer_auth(&admin.token)
+        .json(&serde_json::json!({"name": "Ops"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    sqlx::query("ROLLBACK").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    let (status, team) = hub
+        .call(
+            reqwest::Method::POST,
+            "/v1/admin/teams",
+            &admin.token,
+            Some(serde_json::json!({"name": "Ops"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{team}");
+    hub.stop().await;
+    site.cleanup().await;
+}
