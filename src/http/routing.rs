@@ -470,6 +470,16 @@ pub async fn put_attributes(
         .merge_contact_attributes(&who.account_id, &id, &input.attributes)
         .await?
         .ok_or_else(|| ApiError::not_found("contact"))?;
+    // Logged for integrations (outbound webhooks); it names no conversation or agent, so no
+    // console socket receives it.
+    state
+        .events
+        .publish(
+            &who.account_id,
+            "contact.updated",
+            serde_json::json!({ "contact_id": id, "attributes": attributes }),
+        )
+        .await;
     Ok(Json(AttributesOut {
         contact_id: id,
         attributes,

@@ -21,8 +21,8 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-/// The event types an endpoint may subscribe to. `contact.updated` is accepted for
-/// subscriptions; the hub has no contact-editing API yet, so nothing emits it today.
+/// The event types an endpoint may subscribe to. `contact.updated` is sent when a contact's
+/// attributes change (`PUT /v1/contacts/{id}/attributes`).
 pub const EVENT_TYPES: [&str; 9] = [
     "conversation.created",
     "conversation.updated",

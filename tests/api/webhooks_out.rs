@@ -768,7 +768,72 @@ async fn every_event_is_queued_and_sent_once_whatever_the_nodes(backend: Backend
     site.cleanup().await;
 }
 
+/// `contact.updated` reaches a subscribed endpoint when a contact's attributes change, and no
+/// console: it names no conversation.
+async fn a_contact_update_is_delivered(backend: Backend) {
+    let (r, addr) = receiver().await;
+    let site = Site::new(backend);
+    let hub = TestHub::start_with(&site, FAST).await;
+    let (_, secret) = create(
+        &hub,
+        json!({ "url": format!("http://{addr}/hook"), "event_types": ["contact.*"] }),
+    )
+    .await;
+    let admin = site.user("super_admin", None, &[]).await;
+    let mut console = crate::console::Console::open(&hub, &admin.token, None).await;
+    let body = wa_text_now("wamid.hooks.contact", "15555550399", "hello");
+    assert_eq!(hub.post_whatsapp(&body).await.status(), 200);
+    let created = console.next_of("message.created").await;
+    let conversation = created["data"]["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, conv) = hub
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/conversations/{conversation}"),
+            &admin.token,
+            None,
+        )
+        .await;
+    let contact = conv["contact_id"].as_str().unwrap().to_owned();
+    let (status, _) = hub
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/contacts/{contact}/attributes"),
+            &admin.token,
+            Some(json!({ "attributes": { "vip": true } })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let hit = eventually("the contact update delivered", || async {
+        r.hits().into_iter().find(|h| h.answered == 200)
+    })
+    .await;
+    assert_eq!(verified_by(&secret, &hit), vec![true], "{hit:?}");
+    let event = hit.json();
+    assert_eq!(event["type"], "contact.updated");
+    assert_eq!(event["data"]["contact_id"], contact.as_str());
+    assert_eq!(event["data"]["attributes"], json!({ "vip": true }));
+    // Only the contact event was subscribed; and the console never saw it: a later message
+    // comes after it in the log, and the console reaches that message without it.
+    assert_eq!(r.hits().len(), 1);
+    let later = wa_text_now("wamid.hooks.contact.2", "15555550399", "still there?");
+    assert_eq!(hub.post_whatsapp(&later).await.status(), 200);
+    loop {
+        let frame = console.next().await;
+        assert_ne!(frame["type"], "contact.updated", "{frame}");
+        if frame["type"] == "message.created" && frame["data"]["content"]["text"] == "still there?"
+        {
+            break;
+        }
+    }
+    hub.stop().await;
+    site.cleanup().await;
+}
+
 on_both_backends!(
+    a_contact_update_is_delivered,
     deliveries_are_signed_ordered_and_retried_until_the_receiver_recovers,
     a_receiver_down_for_the_whole_schedule_disables_the_endpoint_and_alerts,
     secret_rotation_signs_with_both_during_the_overlap_and_the_new_one_after,
