@@ -79,6 +79,16 @@ pub struct IngestArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// A token that may read reports (`view_sla_reports`: an access token or API key). After
+    /// the run (and the settle wait), the hub's volume report is read until the customer
+    /// messages stored since the run began equal the events it accepted, or for up to
+    /// `--verify-seconds`; the report says which, and a mismatch fails the run (loss or
+    /// duplicates). Only meaningful when nothing else sends to the hub meanwhile.
+    #[arg(long, env = "SWITCHBOARD_BENCH_TOKEN", hide_env_values = true)]
+    verify_token: Option<String>,
+    /// How long to wait for the stored count to reach the accepted count.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    verify_seconds: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +155,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
         None => None,
     };
     let bench_before = cpu_time(Process::Myself)?;
+    // A millisecond early: the hub stamps a message when it stores it, on the same clock.
+    let began_ms = unix_ms().saturating_sub(1);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.max_seconds);
     let (tally, late) = match args.rate {
@@ -169,6 +181,26 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
     };
 
     let says_which = args.channel == Channel::Whatsapp;
+    // New events the hub took: WhatsApp's ack says which; Twilio's does not, so every
+    // distinct event acknowledged counts (a `--duplicates` run sends each twice).
+    let expected = if says_which {
+        tally.accepted
+    } else {
+        tally.events.min(tally.acked)
+    };
+    let stored = match &args.verify_token {
+        Some(token) => Some(
+            stored_count(
+                &args.url,
+                token,
+                began_ms,
+                expected,
+                Duration::from_secs(args.verify_seconds),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let report = Report {
         scenario: "ingest",
         channel: match args.channel {
@@ -195,6 +227,8 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
         latency_ms: Latency::from_histogram(&tally.latency),
         hub_cpu,
         bench_cpu_s: bench_cpu.as_secs_f64(),
+        stored,
+        expected_stored: stored.map(|_| expected),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -204,7 +238,70 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<bool> {
     if tally.acked == 0 {
         eprintln!("error: the hub acknowledged no request");
     }
+    if let Some(stored) = stored
+        && stored != expected
+    {
+        eprintln!("error: the hub stored {stored} messages for {expected} accepted events");
+        return Ok(false);
+    }
     Ok(tally.acked > 0)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
+/// Customer messages the hub stored since `since_ms`, read from `GET /v1/reports/volume`
+/// until they reach `expected` or `wait` has passed (normalization follows the acks).
+async fn stored_count(
+    url: &Url,
+    token: &str,
+    since_ms: u64,
+    expected: u64,
+    wait: Duration,
+) -> anyhow::Result<u64> {
+    #[derive(Deserialize)]
+    struct Volume {
+        rows: Vec<Row>,
+    }
+    #[derive(Deserialize)]
+    struct Row {
+        inbound_messages: u64,
+    }
+    let client = http::client(1)?;
+    let mut report = url.join("/v1/reports/volume")?;
+    report
+        .query_pairs_mut()
+        .append_pair("since", &since_ms.to_string());
+    let deadline = Instant::now() + wait;
+    loop {
+        let answer = client
+            .get(report.clone())
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .send()
+            .await?;
+        let status = answer.status();
+        if !status.is_success() {
+            anyhow::bail!(
+                "GET /v1/reports/volume answered {status}: {}",
+                answer.text().await.unwrap_or_default()
+            );
+        }
+        let stored: u64 = answer
+            .json::<Volume>()
+            .await?
+            .rows
+            .iter()
+            .map(|r| r.inbound_messages)
+            .sum();
+        if stored >= expected || Instant::now() >= deadline {
+            return Ok(stored);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Everything a sender needs; cheap to clone into tasks.

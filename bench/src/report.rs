@@ -144,6 +144,10 @@ pub struct Report {
     /// This generator's own CPU during the timed run: if it nears cores × elapsed, the
     /// generator, not the hub, is the limit.
     pub bench_cpu_s: f64,
+    /// With `--verify-token`: customer messages the hub stored since the run began, read back
+    /// through its volume report, and how many it should have (the events it accepted).
+    pub stored: Option<u64>,
+    pub expected_stored: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -239,6 +243,17 @@ impl Report {
         rows.push(("latency ms", latency_cell(&self.latency_ms)));
         hub_cpu_rows(self.hub_cpu.as_ref(), "event", &mut rows);
         rows.push(("bench cpu", format!("{:.2} s", self.bench_cpu_s)));
+        if let (Some(stored), Some(expected)) = (self.stored, self.expected_stored) {
+            let verdict = if stored == expected {
+                "no loss, no duplicate"
+            } else {
+                "MISMATCH"
+            };
+            rows.push((
+                "stored",
+                format!("{stored} messages for {expected} accepted events: {verdict}"),
+            ));
+        }
         write_rows(&rows)
     }
 }
