@@ -169,6 +169,11 @@ pub enum Dialect {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite only: the one connection write transactions take, so that this process's
+    /// writers queue for it in order (the pool's fair wait) instead of polling SQLite's lock
+    /// in its busy handler, which sleeps 1, 2, 5, 10 … ms between tries and let a writer wait
+    /// hundreds of milliseconds behind a stream of others.
+    writer: Option<AnyPool>,
     dialect: Dialect,
 }
 
@@ -208,28 +213,46 @@ impl Store {
             .await?;
             pool.close().await;
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                let setup = match dialect {
-                    // WAL lets readers run beside the one writer; FULL makes a commit survive
-                    // power loss, not just a process crash; the busy timeout queues writers.
-                    Dialect::Sqlite => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+        let setup = move |max_connections: u32| {
+            let schema = schema.clone();
+            AnyPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .after_connect(move |conn, _| {
+                    let setup = match dialect {
+                        // WAL lets readers run beside the one writer; FULL makes a commit survive
+                        // power loss, not just a process crash; the busy timeout queues writers.
+                        Dialect::Sqlite => "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                          PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
-                        .to_owned(),
-                    Dialect::Postgres => format!("SET search_path TO \"{schema}\""),
-                };
-                Box::pin(async move {
-                    sqlx::raw_sql(AssertSqlSafe(setup))
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
+                            .to_owned(),
+                        Dialect::Postgres => format!("SET search_path TO \"{schema}\""),
+                    };
+                    Box::pin(async move {
+                        sqlx::raw_sql(AssertSqlSafe(setup))
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = setup(config.max_connections)
+            .connect_with(options.clone())
             .await?;
-        Ok(Store { pool, dialect })
+        let writer = match dialect {
+            // Handed from writer to writer without a ping in between: it is never idle long.
+            Dialect::Sqlite => Some(
+                setup(1)
+                    .test_before_acquire(false)
+                    .connect_with(options)
+                    .await?,
+            ),
+            Dialect::Postgres => None,
+        };
+        Ok(Store {
+            pool,
+            writer,
+            dialect,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -253,7 +276,10 @@ impl Store {
     /// when another writer got there first, whereas an immediate one simply waits its turn.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Sqlite => {
+                let writer = self.writer.as_ref().unwrap_or(&self.pool);
+                writer.begin_with("BEGIN IMMEDIATE").await?
+            }
             Dialect::Postgres => self.pool.begin().await?,
         })
     }
