@@ -526,34 +526,42 @@ async fn resolve_contact(
     sender: &ContactRef,
     now: i64,
 ) -> Result<String, StoreError> {
-    let mut found = None;
-    for identity in &sender.identities {
+    // The contact behind the first known identity, which identity that was, and whether its
+    // name or phone is still missing (one read, no write, for a returning customer).
+    let mut found: Option<(String, usize, bool)> = None;
+    for (index, identity) in sender.identities.iter().enumerate() {
         found = sqlx::query(
-            "SELECT contact_id FROM contact_identities WHERE account_id = $1 AND kind = $2 AND value = $3",
+            "SELECT i.contact_id, \
+             CAST(CASE WHEN c.name IS NULL OR c.phone IS NULL THEN 1 ELSE 0 END AS BIGINT) \
+             FROM contact_identities i JOIN contacts c ON c.id = i.contact_id \
+             WHERE i.account_id = $1 AND i.kind = $2 AND i.value = $3",
         )
         .bind(account_id)
         .bind(identity.kind.as_str())
         .bind(&identity.value)
         .fetch_optional(&mut **tx)
         .await?
-        .map(|r| r.get::<String, _>(0));
+        .map(|r| (r.get::<String, _>(0), index, r.get::<i64, _>(1) == 1));
         if found.is_some() {
             break;
         }
     }
     let created = found.is_none();
+    let known = found.as_ref().map(|(_, index, _)| *index);
     let contact_id = match found {
-        Some(id) => {
-            sqlx::query(
-                "UPDATE contacts SET name = COALESCE(name, $1), phone = COALESCE(phone, $2), \
-                 updated_at = $3 WHERE id = $4 AND (name IS NULL OR phone IS NULL)",
-            )
-            .bind(sender.display_name.as_deref())
-            .bind(sender.phone.as_deref())
-            .bind(now)
-            .bind(&id)
-            .execute(&mut **tx)
-            .await?;
+        Some((id, _, incomplete)) => {
+            if incomplete && (sender.display_name.is_some() || sender.phone.is_some()) {
+                sqlx::query(
+                    "UPDATE contacts SET name = COALESCE(name, $1), phone = COALESCE(phone, $2), \
+                     updated_at = $3 WHERE id = $4 AND (name IS NULL OR phone IS NULL)",
+                )
+                .bind(sender.display_name.as_deref())
+                .bind(sender.phone.as_deref())
+                .bind(now)
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
+            }
             id
         }
         None => {
@@ -572,7 +580,10 @@ async fn resolve_contact(
             id
         }
     };
-    for identity in &sender.identities {
+    for (index, identity) in sender.identities.iter().enumerate() {
+        if Some(index) == known {
+            continue; // the identity the contact was found by is attached already
+        }
         let attached = sqlx::query(
             "INSERT INTO contact_identities (account_id, kind, value, contact_id, created_at) \
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
