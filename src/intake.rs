@@ -1,4 +1,5 @@
-//! The request path after the signature check: fast dedup → durable record → queue → 2xx.
+//! The request path after the signature check: fast dedup → durable record → this node's
+//! normalizer (or, on an API-only node or when it has no room, the queue) → 2xx.
 //!
 //! The durable record is a group commit: each request hands its event to the [`Journal`] and
 //! waits; journal writers take every event waiting at that moment, write them in one
@@ -103,6 +104,8 @@ async fn write_batches(
         metrics::histogram!("switchboard_intake_batch_size").record(rows.len() as f64);
         match store.record_events(&rows).await {
             Ok((new, received_at_ms)) => {
+                // New events go to this node's normalizer while it has room; the rest (all of
+                // them on an API-only node) become jobs.
                 let jobs = rows
                     .iter()
                     .zip(&new)
