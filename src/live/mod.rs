@@ -218,22 +218,7 @@ impl Events {
     /// `message_id` for a message's status) and its agent (`previous_assignee_id`, `agent_id`
     /// or `user_id`). A failure is logged, not returned: the change itself has committed.
     pub async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
-        let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-        let conversation_id = text("conversation_id").or_else(|| {
-            kind.starts_with("conversation.")
-                .then(|| text("id"))
-                .flatten()
-        });
-        let event = NewEvent {
-            account_id: account_id.to_owned(),
-            kind: kind.to_owned(),
-            message_id: text("message_id"),
-            agent_id: text("previous_assignee_id")
-                .or_else(|| text("agent_id"))
-                .or_else(|| text("user_id")),
-            conversation_id,
-            data: data.to_string(),
-        };
+        let event = new_event(account_id, kind, &data);
         // Queued, not awaited: the writer batches what one publisher sends in a row (the
         // dispatcher's placements) into one transaction, in order. A full queue waits.
         if self.jobs.send(event).await.is_err() {
@@ -244,6 +229,23 @@ impl Events {
         }
         if crate::dispatch::wakes(kind) {
             crate::dispatch::wake(&self.broker, account_id).await;
+        }
+    }
+
+    /// Publishes events a caller appended in its own transaction (`append_events_in`), after
+    /// that transaction committed, in id order; wakes the dispatchers where `publish` would.
+    pub async fn published(&self, logged: Vec<(String, LoggedEvent)>) {
+        metrics::counter!("switchboard_events_logged_total").increment(logged.len() as u64);
+        let mut woken: Vec<String> = Vec::new();
+        for (account, event) in logged {
+            let wakes = crate::dispatch::wakes(&event.kind);
+            announce(&self.broker, &account, event).await;
+            if wakes && !woken.contains(&account) {
+                woken.push(account);
+            }
+        }
+        for account in woken {
+            crate::dispatch::wake(&self.broker, &account).await;
         }
     }
 
@@ -295,11 +297,39 @@ async fn writer(store: Store, broker: Broker, mut inbox: mpsc::Receiver<NewEvent
             .into_iter()
             .zip(batch.iter().map(|e| e.account_id.as_str()))
         {
-            let frame = frame_text(&event.kind, Some(event.id), &event.data);
-            let payload = wire(Some(event.id), &event.kind, event.scope, None, &frame);
-            if let Err(e) = broker.publish(&account_topic(account), payload).await {
-                warn!(error = %e, kind = event.kind, "Could not publish an event; consoles fill the hole from the log.");
-            }
+            announce(&broker, account, event).await;
         }
+    }
+}
+
+/// The log row for `{"type": kind, "data": data}`. Who may see it is read from `data`: its
+/// conversation (`conversation_id`, or `id` for `conversation.*`; `message_id` for a message's
+/// status) and its agent (`previous_assignee_id`, `agent_id` or `user_id`).
+pub fn new_event(account_id: &str, kind: &str, data: &serde_json::Value) -> NewEvent {
+    let text = |key: &str| data.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let conversation_id = text("conversation_id").or_else(|| {
+        kind.starts_with("conversation.")
+            .then(|| text("id"))
+            .flatten()
+    });
+    NewEvent {
+        account_id: account_id.to_owned(),
+        kind: kind.to_owned(),
+        message_id: text("message_id"),
+        agent_id: text("previous_assignee_id")
+            .or_else(|| text("agent_id"))
+            .or_else(|| text("user_id")),
+        conversation_id,
+        data: data.to_string(),
+    }
+}
+
+/// Publishes one logged event on its account's topic. A failure leaves a hole the pumps fill
+/// from the log.
+async fn announce(broker: &Broker, account: &str, event: LoggedEvent) {
+    let frame = frame_text(&event.kind, Some(event.id), &event.data);
+    let payload = wire(Some(event.id), &event.kind, event.scope, None, &frame);
+    if let Err(e) = broker.publish(&account_topic(account), payload).await {
+        warn!(error = %e, kind = event.kind, "Could not publish an event; consoles fill the hole from the log.");
     }
 }

@@ -6,7 +6,7 @@
 //! has committed and can be read. That is what lets a reader fill a hole from the log instead
 //! of guessing whether it is still in flight.
 
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use super::agents::{PresenceRow, read_presence, write_presence};
 use super::{Store, StoreError};
@@ -95,60 +95,10 @@ impl Store {
     /// order given (ids increase in that order within each account). Accounts are locked in
     /// sorted order so that two nodes' batches never deadlock.
     pub async fn append_events(&self, batch: &[NewEvent]) -> Result<Vec<LoggedEvent>, StoreError> {
-        let now = crate::ids::now_ms();
-        let mut accounts: Vec<&str> = batch.iter().map(|e| e.account_id.as_str()).collect();
-        accounts.sort_unstable();
-        accounts.dedup();
         let mut tx = self.begin().await?;
-        let mut out: Vec<Option<LoggedEvent>> = vec![None; batch.len()];
-        for account in accounts {
-            let mine: Vec<usize> = (0..batch.len())
-                .filter(|&i| batch[i].account_id == account)
-                .collect();
-            let n = mine.len() as i64;
-            let last: i64 = sqlx::query_scalar(
-                "INSERT INTO event_heads (account_id, last_id) VALUES ($1, $2) \
-                 ON CONFLICT (account_id) DO UPDATE SET last_id = event_heads.last_id + excluded.last_id \
-                 RETURNING last_id",
-            )
-            .bind(account)
-            .bind(n)
-            .fetch_one(&mut *tx)
-            .await?;
-            for (k, &i) in mine.iter().enumerate() {
-                let e = &batch[i];
-                let id = last - n + 1 + k as i64;
-                let row = sqlx::query(
-                    "INSERT INTO events (account_id, id, kind, data, conversation_id, contact_id, \
-                       inbox_id, team_id, branch_id, assignee_id, agent_id, created_at) \
-                     SELECT $1, $2, $3, $4, c.id, c.contact_id, c.inbox_id, c.team_id, c.branch_id, \
-                       c.assignee_id, $7, $8 \
-                     FROM (SELECT 1 AS one) AS x LEFT JOIN conversations c ON c.account_id = $1 \
-                       AND c.id = COALESCE($5, (SELECT m.conversation_id FROM messages m \
-                                                WHERE m.account_id = $1 AND m.id = $6)) \
-                     RETURNING conversation_id, contact_id, inbox_id, team_id, branch_id, \
-                       assignee_id, agent_id",
-                )
-                .bind(account)
-                .bind(id)
-                .bind(&e.kind)
-                .bind(&e.data)
-                .bind(e.conversation_id.as_deref())
-                .bind(e.message_id.as_deref())
-                .bind(e.agent_id.as_deref())
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                out[i] = Some(LoggedEvent {
-                    id,
-                    kind: e.kind.clone(),
-                    data: e.data.clone(),
-                    scope: scope_at(&row, 0),
-                });
-            }
-        }
+        let logged = append_events_in(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok(out.into_iter().flatten().collect())
+        Ok(logged)
     }
 
     /// Events of the account with `after < id < before`, in id order, at most `limit`.
@@ -470,4 +420,64 @@ impl Store {
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
     }
+}
+
+/// [`Store::append_events`] inside `tx`: the events commit with the change they describe. The
+/// account's head row stays locked until `tx` ends, so append last, just before the commit.
+pub(crate) async fn append_events_in(
+    tx: &mut Transaction<'static, Any>,
+    batch: &[NewEvent],
+) -> Result<Vec<LoggedEvent>, StoreError> {
+    let now = crate::ids::now_ms();
+    let mut accounts: Vec<&str> = batch.iter().map(|e| e.account_id.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let mut out: Vec<Option<LoggedEvent>> = vec![None; batch.len()];
+    for account in accounts {
+        let mine: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].account_id == account)
+            .collect();
+        let n = mine.len() as i64;
+        let last: i64 = sqlx::query_scalar(
+            "INSERT INTO event_heads (account_id, last_id) VALUES ($1, $2) \
+             ON CONFLICT (account_id) DO UPDATE SET last_id = event_heads.last_id + excluded.last_id \
+             RETURNING last_id",
+        )
+        .bind(account)
+        .bind(n)
+        .fetch_one(&mut **tx)
+        .await?;
+        for (k, &i) in mine.iter().enumerate() {
+            let e = &batch[i];
+            let id = last - n + 1 + k as i64;
+            let row = sqlx::query(
+                "INSERT INTO events (account_id, id, kind, data, conversation_id, contact_id, \
+                   inbox_id, team_id, branch_id, assignee_id, agent_id, created_at) \
+                 SELECT $1, $2, $3, $4, c.id, c.contact_id, c.inbox_id, c.team_id, c.branch_id, \
+                   c.assignee_id, $7, $8 \
+                 FROM (SELECT 1 AS one) AS x LEFT JOIN conversations c ON c.account_id = $1 \
+                   AND c.id = COALESCE($5, (SELECT m.conversation_id FROM messages m \
+                                            WHERE m.account_id = $1 AND m.id = $6)) \
+                 RETURNING conversation_id, contact_id, inbox_id, team_id, branch_id, \
+                   assignee_id, agent_id",
+            )
+            .bind(account)
+            .bind(id)
+            .bind(&e.kind)
+            .bind(&e.data)
+            .bind(e.conversation_id.as_deref())
+            .bind(e.message_id.as_deref())
+            .bind(e.agent_id.as_deref())
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?;
+            out[i] = Some(LoggedEvent {
+                id,
+                kind: e.kind.clone(),
+                data: e.data.clone(),
+                scope: scope_at(&row, 0),
+            });
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
 }
