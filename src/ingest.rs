@@ -6,6 +6,7 @@
 //! `GET /v1/inbound-events?status=unrouted`. Events are published only for rows this run
 //! actually created, so a re-run publishes nothing twice.
 
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -334,9 +335,7 @@ impl Normalizer {
             Some(InboundItem::Status(s)) => s.provider_message_id.as_str(),
             _ => work.event.id.as_str(),
         };
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
         &self.lanes[(hash % self.lanes.len() as u64) as usize]
     }
 

@@ -213,10 +213,8 @@ impl Events {
     /// Logs `{"type": kind, "data": data}` for the account and publishes it, after the change it
     /// describes has committed. The event is queued for the node's log writer, which logs and
     /// publishes events in the order they were queued (batching a publisher's run of events
-    /// into one transaction). Who may see it is
-    /// read from `data`: its conversation (`conversation_id`, or `id` for `conversation.*`;
-    /// `message_id` for a message's status) and its agent (`previous_assignee_id`, `agent_id`
-    /// or `user_id`). A failure is logged, not returned: the change itself has committed.
+    /// into one transaction). Who may see it is read from `data` ([`new_event`]). A failure is
+    /// logged, not returned: the change itself has committed.
     pub async fn publish(&self, account_id: &str, kind: &str, data: serde_json::Value) {
         let event = new_event(account_id, kind, &data);
         // Queued, not awaited: the writer batches what one publisher sends in a row (the

@@ -30,8 +30,6 @@ pub enum QueueError {
     Sqlite(String),
     #[error("redis queue: {0}")]
     Redis(String),
-    #[error("workers stopped: {0}")]
-    Stopped(String),
 }
 
 fn nanos() -> u128 {
