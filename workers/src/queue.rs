@@ -64,9 +64,19 @@ const REDIS_POLL: Duration = Duration::from_millis(50);
 /// How long a fetched job may run without a heartbeat before another worker takes it over.
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
+/// A worker whose heartbeat is this old is wedged, and is replaced.
+const STALLED_AFTER: Duration = Duration::from_secs(30);
+
 impl Queue {
     /// Opens (creating if needed) the embedded queue at `path`.
     pub async fn sqlite(path: &str) -> Result<Self, QueueError> {
+        // A fresh machine has no data directory yet, and the database may live elsewhere.
+        if let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| QueueError::Sqlite(format!("{}: {e}", dir.display())))?;
+        }
         let options = apalis_sqlite::SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -178,12 +188,18 @@ impl Queue {
         // queue's worker carries on. In one shared monitor it stayed dead for good.
         let normalize = self.supervise(
             "normalize-inbound",
+            STALLED_AFTER,
             shutdown.clone(),
             |queue, name, stop| queue.run_normalize(name, port.clone(), concurrency, stop),
         );
-        let deliver = self.supervise("deliver-outbound", shutdown.clone(), |queue, name, stop| {
-            queue.run_deliver(name, outbound.clone(), delivery_concurrency, stop)
-        });
+        let deliver = self.supervise(
+            "deliver-outbound",
+            STALLED_AFTER,
+            shutdown.clone(),
+            |queue, name, stop| {
+                queue.run_deliver(name, outbound.clone(), delivery_concurrency, stop)
+            },
+        );
         tokio::join!(normalize, deliver);
         info!("Workers stopped.");
         Ok(())
@@ -191,15 +207,31 @@ impl Queue {
 
     /// Runs one queue's worker until `shutdown`, starting it again (after a growing pause)
     /// whenever it ends early.
-    async fn supervise<F, Fut>(&self, queue: &'static str, shutdown: CancellationToken, run: F)
-    where
+    async fn supervise<F, Fut>(
+        &self,
+        queue: &'static str,
+        stall_after: Duration,
+        shutdown: CancellationToken,
+        run: F,
+    ) where
         F: Fn(Queue, String, CancellationToken) -> Fut,
         Fut: std::future::Future<Output = Result<(), std::io::Error>>,
     {
         let mut backoff = Duration::from_millis(100);
         loop {
             let name = format!("{queue}-{}-{}", std::process::id(), nanos());
-            let outcome = run(self.clone(), name, shutdown.clone()).await;
+            let stop = shutdown.child_token();
+            let running = run(self.clone(), name.clone(), stop.clone());
+            tokio::pin!(running);
+            let outcome = tokio::select! {
+                outcome = &mut running => outcome,
+                () = self.clone().stalled(queue, name, stall_after) => {
+                    metrics::counter!("switchboard_worker_restarts_total", "queue" => queue, "reason" => "stalled").increment(1);
+                    warn!(queue, "A worker stopped heart-beating; starting it again.");
+                    stop.cancel();
+                    running.await
+                }
+            };
             if shutdown.is_cancelled() {
                 return;
             }
@@ -207,11 +239,77 @@ impl Queue {
                 Ok(()) => warn!(queue, "A worker ended unexpectedly; starting it again."),
                 Err(e) => warn!(queue, error = %e, "A worker failed; starting it again."),
             }
+            metrics::counter!("switchboard_worker_restarts_total", "queue" => queue, "reason" => "ended").increment(1);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Resolves when the worker `name` of `queue` has stopped heart-beating. apalis 1.0 can
+    /// wedge a worker for good without ending it (apalis-sqlite#58: the worker neither fetches
+    /// nor beats, and nothing is logged); seen here as replies left `pending` minutes after a
+    /// start. The worker's own heartbeat row (SQLite `Workers`, Redis `…:workers`) tells.
+    async fn stalled(self, queue: &'static str, name: String, after: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(HEARTBEAT.min(after)).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            let seen = match self.last_seen(queue, &name).await {
+                Ok(seen) => seen,
+                // The backend is down: the worker's own fetch fails and it is restarted then.
+                Err(_) => continue,
+            };
+            let quiet = match seen {
+                Some(at) => Duration::from_secs(u64::try_from(now - at).unwrap_or(0)),
+                None => started.elapsed(),
+            };
+            if quiet > after {
+                return;
+            }
+        }
+    }
+
+    /// When the worker `name` last beat, in Unix seconds (None: not registered).
+    async fn last_seen(&self, queue: &str, name: &str) -> Result<Option<i64>, QueueError> {
+        match self {
+            Queue::Sqlite { pool, .. } => {
+                sqlx::query_scalar::<_, i64>("SELECT last_seen FROM Workers WHERE id = ?1")
+                    .bind(name)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| QueueError::Sqlite(e.to_string()))
+            }
+            Queue::Redis {
+                conn,
+                normalize,
+                deliver,
+            } => {
+                let config = if queue == "normalize-inbound" {
+                    normalize.get_config()
+                } else {
+                    deliver.get_config()
+                };
+                let score: Option<f64> = redis::cmd("ZSCORE")
+                    .arg(config.workers_set())
+                    .arg(name)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(|e| QueueError::Redis(e.to_string()))?;
+                // Seconds; tolerate milliseconds.
+                Ok(score.map(|s| {
+                    if s > 1e11 {
+                        (s / 1000.0) as i64
+                    } else {
+                        s as i64
+                    }
+                }))
+            }
         }
     }
 
@@ -569,6 +667,47 @@ mod tests {
         }
         shutdown.cancel();
         workers.await.unwrap().unwrap();
+    }
+
+    /// A worker that never beats (as a wedged apalis worker does) is stopped and started again.
+    #[tokio::test]
+    async fn a_wedged_worker_is_started_again() {
+        let dir =
+            std::env::temp_dir().join(format!("sb-wedged-{}-{}", std::process::id(), nanos()));
+        let queue = Queue::sqlite(dir.join("queue.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let counted = starts.clone();
+        let supervised = tokio::spawn({
+            let (queue, shutdown) = (queue.clone(), shutdown.clone());
+            async move {
+                queue
+                    .supervise(
+                        "deliver-outbound",
+                        Duration::from_millis(300),
+                        shutdown,
+                        move |_, _, stop| {
+                            let counted = counted.clone();
+                            async move {
+                                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                stop.cancelled().await;
+                                Ok(())
+                            }
+                        },
+                    )
+                    .await
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while starts.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(std::time::Instant::now() < deadline, "never restarted");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        supervised.await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     async fn redis_queue() -> (Queue, ConnectionManager, String) {
