@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Switchboard's whole test suite: unit tests of every crate and the whole-service tests on
-# both backends (SQLite, and PostgreSQL + Redis). Starts PostgreSQL and Redis when they are
-# installed but stopped, and says exactly what is missing when they are not installed.
+# both backends (SQLite, and PostgreSQL + Redis), and the browser tests in headless Chromium.
+# Starts PostgreSQL and Redis when they are installed but stopped, installs Chromium and
+# chromedriver (Debian's packages) when they are missing, and says exactly what is missing when
+# something cannot be had.
 #
 #   scripts/test.sh [extra cargo test args]
 #
@@ -56,6 +58,22 @@ if command -v psql >/dev/null 2>&1; then
   # Schemas left by tests that panicked in an earlier run.
   psql -d test -qAt -c "SELECT 'DROP SCHEMA \"' || nspname || '\" CASCADE;' FROM pg_namespace WHERE nspname LIKE 't\_%'" \
     | psql -d test -q >/dev/null 2>&1 || true
+fi
+
+# The browser tests (tests/api/consoles.rs) drive Debian's Chromium through chromedriver.
+if [ -z "${CHROMEDRIVER:-}" ] && ! command -v chromedriver >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "Installing chromium and chromium-driver for the browser tests…"
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q chromium chromium-driver >/dev/null \
+      || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; }
+  else
+    echo "error: the browser tests need Chromium and chromedriver. Install them (Debian/Ubuntu:" >&2
+    echo "       apt-get install chromium chromium-driver) or set CHROMIUM and CHROMEDRIVER." >&2
+    exit 1
+  fi
 fi
 
 cargo test --workspace --locked "$@"

@@ -285,7 +285,26 @@ pub async fn run(
             events: events.clone(),
             live: live.clone(),
             media: crate::http::compose::media_client()?,
+            setup: Arc::default(),
         };
+        let account = backends
+            .store
+            .ensure_account(&config.accounts.default)
+            .await?;
+        println!(
+            "Switchboard is up: agent workspace {url}/ · admin console {url}/admin",
+            url = config.server.public_url
+        );
+        if let Some(token) = state.setup.open_if_empty(
+            backends.store.count_users(&account).await?,
+            config.auth.setup_token.expose_secret(),
+        ) {
+            // On standard output only, for whoever started the hub: it is a credential.
+            println!(
+                "\n  No administrator yet. Open {}/#setup={token} to create the first one.\n",
+                config.server.public_url
+            );
+        }
         let (store, node, token) = (backends.store.clone(), live.clone(), shutdown.clone());
         let period = Duration::from_secs(config.live.ping_secs);
         let forget_after_ms = config.routing.presence_timeout_ms().saturating_mul(10);

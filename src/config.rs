@@ -127,6 +127,9 @@ pub struct AuthConfig {
     pub lockout_threshold: u32,
     pub lockout_secs: u64,
     pub min_password_length: usize,
+    /// The first-run setup token (`POST /v1/setup`) while no user exists. Empty: a random one,
+    /// printed at start.
+    pub setup_token: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -696,6 +699,18 @@ impl Config {
         }
         if self.auth.min_password_length < 8 {
             return Err(invalid("auth.min_password_length", "must be at least 8"));
+        }
+        let setup = self.auth.setup_token.expose_secret();
+        if !setup.is_empty()
+            && (setup.len() < 16
+                || !setup
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(invalid(
+                "auth.setup_token",
+                "must be at least 16 characters of letters, digits, - and _",
+            ));
         }
         for (key, value) in [
             (

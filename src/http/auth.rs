@@ -312,6 +312,21 @@ fn delivery(asked: Option<RefreshIn>, headers: &HeaderMap) -> RefreshIn {
     )
 }
 
+/// CSRF guard for cookie-authenticated calls, on top of the cookie's `SameSite=Strict`: a
+/// browser says where a request comes from (`Sec-Fetch-Site`, or at least `Origin`), and only
+/// the hub's own pages may spend its cookie. Clients that send neither are not browsers.
+fn cross_site(state: &AppState, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| {
+            o.trim_end_matches('/') != state.config.server.public_url.trim_end_matches('/')
+        })
+}
+
 fn refresh_cookie(state: &AppState, value: Option<&str>) -> Result<HeaderValue, ApiError> {
     let builder = cookie::Cookie::build((REFRESH_COOKIE, value.unwrap_or_default().to_owned()))
         .path(COOKIE_PATH)
@@ -587,6 +602,7 @@ async fn login(
         (status = 200, description = "Rotated; the new refresh token comes back the way the old one came", body = TokenResponse),
         (status = 400, description = "The body is not valid JSON or could not be read", body = ErrorEnvelope),
         (status = 401, description = "`invalid_refresh_token`, `missing_refresh_token`, or `refresh_token_reused` (the whole session is revoked)", body = ErrorEnvelope),
+        (status = 403, description = "The cookie was sent from another site (`Sec-Fetch-Site` or `Origin`): refused", body = ErrorEnvelope),
         (status = 413, description = "The body is larger than `server.max_body_bytes`", body = ErrorEnvelope),
     ),
 )]
@@ -603,6 +619,11 @@ async fn refresh(
     };
     let (presented, how) = match from_body {
         Some(token) => (token, RefreshIn::Body),
+        None if cross_site(&state, &headers) => {
+            return Err(ApiError::Forbidden(
+                "the refresh cookie is accepted only from the hub's own pages".into(),
+            ));
+        }
         None => (
             cookie_token(&headers).ok_or_else(|| {
                 ApiError::unauthenticated(

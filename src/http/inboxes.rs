@@ -33,6 +33,7 @@ use crate::store::inboxes::{self as rows, InboxRow, Taken};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/admin/inboxes", get(list_inboxes).post(create_inbox))
+        .route("/v1/admin/whatsapp-apps", get(list_whatsapp_apps))
         .route(
             "/v1/admin/inboxes/{id}",
             get(get_inbox).patch(update_inbox).delete(deactivate_inbox),
@@ -41,8 +42,23 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create_inbox, list_inboxes, get_inbox, update_inbox, deactivate_inbox),
-    components(schemas(InboxIn, InboxPatch, CredentialsIn, InboxOut, InboxList))
+    paths(
+        create_inbox,
+        list_inboxes,
+        get_inbox,
+        update_inbox,
+        deactivate_inbox,
+        list_whatsapp_apps
+    ),
+    components(schemas(
+        InboxIn,
+        InboxPatch,
+        CredentialsIn,
+        InboxOut,
+        InboxList,
+        WebhookUrls,
+        WhatsappApps
+    ))
 )]
 pub struct InboxesApi;
 
@@ -126,6 +142,62 @@ pub struct InboxOut {
     pub credentials_hint: BTreeMap<String, String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// Where the provider must call, built from `server.public_url`: paste these into Meta's
+    /// or Twilio's dashboard, or the script tag into the business's site. Not in audit records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_urls: Option<WebhookUrls>,
+}
+
+/// The addresses a provider calls for one inbox (only those of its channel are present).
+#[derive(Debug, Serialize, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WebhookUrls {
+    /// WhatsApp: Meta's "Callback URL" (the app's, shared by its numbers); the verify token is
+    /// the app's `verify_token` in the configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
+    /// SMS: Twilio's "A message comes in" webhook (HTTP POST).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incoming: Option<String>,
+    /// SMS: the status callback Twilio calls for delivery reports (the hub sends it with
+    /// every reply; set it on the number or Messaging Service too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Web chat: the tag to paste into the business's pages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widget_script: Option<String>,
+}
+
+impl InboxOut {
+    /// The view an admin gets: with the webhook addresses under `public_url`.
+    fn with_urls(mut self, public_url: &str) -> Self {
+        let base = public_url.trim_end_matches('/');
+        let mut urls = WebhookUrls {
+            callback: None,
+            incoming: None,
+            status: None,
+            widget_script: None,
+        };
+        match self.channel.as_str() {
+            "whatsapp" => {
+                urls.callback = self
+                    .whatsapp_app
+                    .as_deref()
+                    .map(|app| format!("{base}/webhooks/whatsapp/{app}"));
+            }
+            "sms" => {
+                urls.incoming = Some(format!("{base}/webhooks/twilio/{}", self.slug));
+                urls.status = Some(format!("{base}/webhooks/twilio/{}/status", self.slug));
+            }
+            _ => {
+                urls.widget_script = Some(format!(
+                    "<script src=\"{base}/widget.js\" data-inbox=\"{}\" async></script>",
+                    self.slug
+                ));
+            }
+        }
+        self.webhook_urls = Some(urls);
+        self
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -167,6 +239,7 @@ impl From<&InboxRow> for InboxOut {
                 .unwrap_or_default(),
             created_at_ms: row.created_at_ms,
             updated_at_ms: row.updated_at_ms,
+            webhook_urls: None,
         }
     }
 }
@@ -390,7 +463,11 @@ pub async fn create_inbox(
         .registry
         .announce(&state.broker, &row.account_id, &row.id)
         .await;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(view.with_urls(&state.config.server.public_url)),
+    )
+        .into_response())
 }
 
 #[utoipa::path(
@@ -442,7 +519,10 @@ pub async fn list_inboxes(
     items.truncate(limit as usize);
     let next_cursor = more.then(|| items.last().map(|i| i.id.clone())).flatten();
     Ok(Json(InboxList {
-        data: items.iter().map(InboxOut::from).collect(),
+        data: items
+            .iter()
+            .map(|row| InboxOut::from(row).with_urls(&state.config.server.public_url))
+            .collect(),
         next_cursor,
     }))
 }
@@ -472,7 +552,9 @@ pub async fn get_inbox(
         .get_inbox(&who.account_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("inbox"))?;
-    Ok(Json(InboxOut::from(&row)))
+    Ok(Json(
+        InboxOut::from(&row).with_urls(&state.config.server.public_url),
+    ))
 }
 
 #[utoipa::path(
@@ -553,7 +635,9 @@ pub async fn update_inbox(
     };
     if after == before {
         // Nothing changed: no write, no audit record, no announcement.
-        return Ok(Json(InboxOut::from(&before)));
+        return Ok(Json(
+            InboxOut::from(&before).with_urls(&state.config.server.public_url),
+        ));
     }
     after.updated_at_ms = ids::now_ms().max(before.updated_at_ms + 1);
     rows::update(&mut tx, &after).await?;
@@ -582,7 +666,7 @@ pub async fn update_inbox(
         .registry
         .announce(&state.broker, &after.account_id, &after.id)
         .await;
-    Ok(Json(new))
+    Ok(Json(new.with_urls(&state.config.server.public_url)))
 }
 
 #[utoipa::path(
@@ -629,6 +713,52 @@ pub async fn deactivate_inbox(
         .announce(&state.broker, &after.account_id, &after.id)
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The WhatsApp apps (`[[whatsapp_apps]]` in the configuration) an inbox of this account can
+/// use, with the address Meta calls; never their secrets.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhatsappApps {
+    pub data: Vec<WhatsappAppOut>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhatsappAppOut {
+    pub name: String,
+    /// Meta's "Callback URL" for this app.
+    pub callback_url: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/whatsapp-apps",
+    tag = "inboxes",
+    responses(
+        (status = 200, description = "The configured apps this account may use", body = WhatsappApps),
+        (status = 401, description = "Missing, invalid or expired credentials", body = ErrorEnvelope),
+        (status = 403, description = "The role lacks configure_routing", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn list_whatsapp_apps(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<WhatsappApps>, ApiError> {
+    who.require(Permission::ConfigureRouting)?;
+    let default = state.config.accounts.default.as_str();
+    let base = state.config.server.public_url.trim_end_matches('/');
+    let mut data = Vec::new();
+    for app in &state.config.whatsapp_apps {
+        let slug = app.account.as_deref().unwrap_or(default);
+        if state.store.find_account(slug).await?.as_deref() == Some(who.account_id.as_str()) {
+            data.push(WhatsappAppOut {
+                name: app.name.clone(),
+                callback_url: format!("{base}/webhooks/whatsapp/{}", app.name),
+            });
+        }
+    }
+    Ok(Json(WhatsappApps { data }))
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ pub mod reports;
 pub mod routing;
 pub mod routing_rules;
 pub mod saved_replies;
+pub mod setup;
 pub mod sla;
+pub mod ui;
 pub mod webchat;
 pub mod webhooks;
 pub mod webhooks_out;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub live: Arc<crate::live::Node>,
     /// Asks media URLs whether they answer, before a media reply is accepted.
     pub media: reqwest::Client,
+    /// The first-run setup token, while the hub has no administrator.
+    pub setup: Arc<setup::FirstRun>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -92,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .merge(ws::routes())
         .merge(health::routes())
         .merge(openapi::routes())
+        .merge(setup::routes())
+        .merge(ui::routes())
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {

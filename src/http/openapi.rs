@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     AppState, admin, agents, alerts, api, audit, auth, dead_letters, health, inboxes, reports,
-    routing, routing_rules, saved_replies, sla, webchat, webhooks, webhooks_out, ws,
+    routing, routing_rules, saved_replies, setup, sla, webchat, webhooks, webhooks_out, ws,
 };
 use crate::error::{ApiError, ErrorEnvelope};
 
@@ -109,6 +109,7 @@ fn parts() -> Vec<utoipa::openapi::OpenApi> {
         webchat::WebchatApi::openapi(),
         health::HealthApi::openapi(),
         auth::AuthApi::openapi(),
+        setup::SetupApi::openapi(),
         admin::AdminApi::openapi(),
         audit::AuditApi::openapi(),
         inboxes::InboxesApi::openapi(),

@@ -7,9 +7,10 @@
 //! makes a retried send idempotent.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -19,9 +20,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use switchboard_connectors::{Channel, webchat};
 use switchboard_workers::SourceKind;
+use tower_http::cors::{Any, CorsLayer};
 use utoipa::ToSchema;
 
-use super::{AppState, RawBody, parse_json};
+use super::{ApiQuery, AppState, RawBody, parse_json};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::inboxes::InboxRuntime;
@@ -34,13 +36,30 @@ const MAX_TEXT_CHARS: usize = 4096;
 
 /// This module's part of the OpenAPI document (merged by `super::openapi::document`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(start_session, post_message))]
+#[openapi(paths(start_session, post_message, list_messages))]
 pub struct WebchatApi;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/webchat/{inbox}/sessions", post(start_session))
-        .route("/v1/webchat/{inbox}/messages", post(post_message))
+        .route(
+            "/v1/webchat/{inbox}/sessions",
+            post(start_session).options(preflight),
+        )
+        .route(
+            "/v1/webchat/{inbox}/messages",
+            post(post_message).get(list_messages).options(preflight),
+        )
+        // The widget runs on the business's own site: these calls are cross-origin. They carry
+        // the visitor token in a header and never a cookie, so any origin may make them. (The
+        // layer answers preflights itself; `options` only routes them to it.)
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .expose_headers([header::RETRY_AFTER])
+                .max_age(Duration::from_secs(3600)),
+        )
 }
 
 /// A new visitor session; every field is optional and an anonymous visitor may send no body.
@@ -224,23 +243,8 @@ async fn post_message(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let inbox = webchat_inbox(&state, &slug)?;
-    let token = bearer(&headers).ok_or_else(|| {
-        ApiError::unauthenticated(
-            "missing_visitor_token",
-            "send the visitor token as `Authorization: Bearer <token>`",
-        )
-    })?;
+    let session = visitor(&state, &inbox, bearer(&headers)).await?;
     let now = ids::now_ms();
-    let session = state
-        .store
-        .visitor_session(&inbox.id, &token_hash(token), now)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthenticated(
-                "invalid_visitor_token",
-                "the visitor token is unknown or expired",
-            )
-        })?;
     // Authenticate before reading the body: a stranger learns nothing about the schema.
     let input: MessageIn = parse_json(&body)?;
     let id = input.client_message_id.trim();
@@ -295,6 +299,146 @@ async fn post_message(
         }),
     )
         .into_response())
+}
+
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// The visitor session behind a token (from the header or, on the socket, the query).
+pub(crate) async fn visitor(
+    state: &AppState,
+    inbox: &InboxRuntime,
+    token: Option<&str>,
+) -> Result<VisitorSession, ApiError> {
+    let token = token.ok_or_else(|| {
+        ApiError::unauthenticated(
+            "missing_visitor_token",
+            "send the visitor token as `Authorization: Bearer <token>`",
+        )
+    })?;
+    state
+        .store
+        .visitor_session(&inbox.id, &token_hash(token), ids::now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::unauthenticated(
+                "invalid_visitor_token",
+                "the visitor token is unknown or expired",
+            )
+        })
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// How many of the newest messages, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// A message as the visitor sees it: no agent-internal fields.
+#[derive(Debug, Serialize, ToSchema)]
+struct VisitorMessage {
+    id: String,
+    conversation_id: String,
+    /// `inbound` (the visitor's) or `outbound` (an agent's reply).
+    direction: String,
+    /// The widget's own id for the visitor's messages (`inbound` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_message_id: Option<String>,
+    #[schema(value_type = Object)]
+    content: serde_json::Value,
+    status: String,
+    created_at_ms: i64,
+}
+
+/// The visitor's history, and where their socket should resume.
+#[derive(Debug, Serialize, ToSchema)]
+struct VisitorHistory {
+    /// Oldest first.
+    data: Vec<VisitorMessage>,
+    /// Open `GET /v1/webchat/{inbox}/ws?last_event_id=` with this to get every later message
+    /// exactly once.
+    last_event_id: i64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/webchat/{inbox}/messages",
+    tag = "webchat",
+    summary = "The visitor's history",
+    description = "The visitor's public messages in this inbox (theirs and agents' replies, never private notes), newest `limit`, oldest first, and the event id to resume the visitor socket from. Lets the widget survive a page reload.",
+    params(("inbox" = String, Path, description = "The web-chat inbox's slug."), HistoryQuery),
+    responses(
+        (status = 200, description = "The history.", body = VisitorHistory),
+        (status = 401, description = "The visitor token is missing (`missing_visitor_token`), unknown or expired (`invalid_visitor_token`).", body = ErrorEnvelope),
+        (status = 404, description = "No such web-chat inbox.", body = ErrorEnvelope),
+        (status = 422, description = "`limit` out of range, or an unknown query parameter.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests from this address.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("visitor_token" = [])),
+)]
+async fn list_messages(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<VisitorHistory>, ApiError> {
+    let inbox = webchat_inbox(&state, &slug)?;
+    let session = visitor(&state, &inbox, bearer(&headers)).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid_field("limit", "must be 1 to 200"));
+    }
+    let identity = session.identifier.as_deref().unwrap_or(&session.visitor_id);
+    let Some(contact_id) = state
+        .store
+        .visitor_contact(&session.account_id, identity)
+        .await?
+    else {
+        // Not written yet: no contact, no messages; resume from the head.
+        let head = state.store.event_head(&session.account_id).await?;
+        return Ok(Json(VisitorHistory {
+            data: Vec::new(),
+            last_event_id: head.last_id,
+        }));
+    };
+    let (messages, last_event_id) = state
+        .store
+        .visitor_messages(&session.account_id, &inbox.id, &contact_id, limit)
+        .await?;
+    Ok(Json(VisitorHistory {
+        data: messages
+            .into_iter()
+            .map(|m| VisitorMessage {
+                client_message_id: client_message_id(
+                    &m.direction,
+                    m.provider_message_id.as_deref(),
+                )
+                .map(str::to_owned),
+                id: m.id,
+                conversation_id: m.conversation_id,
+                direction: m.direction,
+                content: m.content,
+                status: m.status,
+                created_at_ms: m.created_at_ms,
+            })
+            .collect(),
+        last_event_id,
+    }))
+}
+
+/// The widget's id of a visitor message, from its stored provider id
+/// (`<visitor_id>:<client_message_id>`), so the widget can match its own sends.
+pub(crate) fn client_message_id<'a>(
+    direction: &str,
+    provider_message_id: Option<&'a str>,
+) -> Option<&'a str> {
+    (direction == "inbound")
+        .then_some(provider_message_id?)
+        .and_then(|p| p.split_once(':'))
+        .map(|(_, id)| id)
 }
 
 /// The token in `Authorization: Bearer …`.

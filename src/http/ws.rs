@@ -385,17 +385,7 @@ async fn visitor_socket(
                 "send the visitor token as `Authorization: Bearer <token>` or `?token=`",
             )
         })?;
-    let now = ids::now_ms();
-    let visitor = state
-        .store
-        .visitor_session(&inbox.id, &super::webchat::token_hash(&token), now)
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthenticated(
-                "invalid_visitor_token",
-                "the visitor token is unknown or expired",
-            )
-        })?;
+    let visitor = super::webchat::visitor(&state, &inbox, Some(&token)).await?;
     let resume = resume_point(&q)?;
     let upgrade = upgrade.map_err(|_| not_websocket())?;
     let identity = visitor
@@ -1150,7 +1140,7 @@ fn visitor_frame(event: &LiveEvent) -> Utf8Bytes {
         return event.frame.clone();
     };
     let m = &full["data"];
-    let data = json!({
+    let mut data = json!({
         "id": m["id"],
         "conversation_id": m["conversation_id"],
         "direction": m["direction"],
@@ -1158,6 +1148,12 @@ fn visitor_frame(event: &LiveEvent) -> Utf8Bytes {
         "status": m["status"],
         "created_at_ms": m["created_at_ms"],
     });
+    if let Some(id) = super::webchat::client_message_id(
+        m["direction"].as_str().unwrap_or_default(),
+        m["provider_message_id"].as_str(),
+    ) {
+        data["client_message_id"] = id.into();
+    }
     json!({"type": "message.created", "id": event.id, "data": data})
         .to_string()
         .into()

@@ -154,6 +154,7 @@ macro_rules! message_columns {
          reply_to, forwarded, status, error, sent_at, created_at"
     };
 }
+pub(crate) use message_columns;
 
 impl Store {
     /// Stores one inbound message: contact, open conversation, message. `Ok(None)` when the

@@ -69,4 +69,44 @@ impl Store {
             expires_at_ms: r.get(7),
         }))
     }
+
+    /// A visitor's public messages in one inbox (theirs and the agents' replies, never notes),
+    /// the newest `limit`, oldest first, with the account's event-log head read in the same
+    /// transaction: a widget that resumes from that id misses nothing and repeats nothing.
+    pub async fn visitor_messages(
+        &self,
+        account_id: &str,
+        inbox_id: &str,
+        contact_id: &str,
+        limit: i64,
+    ) -> Result<(Vec<crate::store::conversations::Message>, i64), StoreError> {
+        let mut tx = self.scoped(account_id).await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT last_id FROM event_heads WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut rows = sqlx::query(concat!(
+            "SELECT ",
+            crate::store::conversations::message_columns!(),
+            " FROM messages WHERE account_id = $1 AND direction IN ('inbound', 'outbound') \
+             AND conversation_id IN (SELECT id FROM conversations \
+             WHERE account_id = $1 AND inbox_id = $2 AND contact_id = $3) \
+             ORDER BY sent_at DESC, id DESC LIMIT $4"
+        ))
+        .bind(account_id)
+        .bind(inbox_id)
+        .bind(contact_id)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.reverse();
+        Ok((
+            rows.iter()
+                .map(crate::store::conversations::message)
+                .collect(),
+            head.unwrap_or(0),
+        ))
+    }
 }

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod console;
 mod fake_providers;
 mod helpers;
@@ -13,6 +14,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod bad_input;
+mod consoles;
 mod durability;
 mod engine;
 mod exactly_once;
@@ -33,6 +35,7 @@ mod reports;
 mod routing_rules;
 mod sla;
 mod twilio;
+mod web;
 mod webchat;
 mod webhooks_out;
 mod whatsapp;
