@@ -280,3 +280,47 @@ async fn a_visitor_chats_through_the_widget() {
     hub.stop().await;
     site.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_hub_is_set_up_from_the_printed_link() {
+    const TOKEN: &str = "browser-first-run-token-42";
+    let site = Site::new(Backend::Embedded);
+    let hub = TestHub::start_with(&site, &format!("[auth]\nsetup_token = \"{TOKEN}\"\n")).await;
+    let browser = Browser::start(1280, 800).await;
+    // The link the hub prints at start.
+    browser.goto(&hub.url(&format!("/#setup={TOKEN}"))).await;
+    browser.fill("#setup-name", "Grace Owner").await;
+    browser.fill("#email", "grace@example.com").await;
+    // The policy's refusal shows next to the field; nothing is created.
+    browser.fill("#password", "short").await;
+    browser.click("#sign-in").await;
+    browser.text_appears("#password-error", "12").await;
+    browser.fill("#password", TEST_PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.shown("#connection[data-state=\"live\"]").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(
+        !url.as_str().contains("setup"),
+        "the token leaves the address bar: {url}"
+    );
+    let (_, setup) = hub.get("/v1/setup").await;
+    assert_eq!(setup["needed"], false);
+
+    // A reload keeps the session (the refresh cookie), without asking again.
+    browser.client.refresh().await.unwrap();
+    browser.shown("#connection[data-state=\"live\"]").await;
+    assert!(
+        browser
+            .client
+            .find(fantoccini::Locator::Css("#password"))
+            .await
+            .is_err(),
+        "no sign-in form after a reload"
+    );
+    browser
+        .assert_clean(&["/v1/setup - Failed to load resource"])
+        .await;
+    browser.close().await;
+    hub.stop().await;
+    site.cleanup().await;
+}

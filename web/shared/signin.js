@@ -10,6 +10,19 @@ function field(id, label, attrs = {}) {
   return { input, error, row: h('div', { class: 'field' }, h('label', { for: id }, label), input, error) };
 }
 
+/** Checks the fields before sending: each problem next to its field, focus on the first. */
+function valid(fields) {
+  let first = null;
+  for (const f of fields) {
+    const ok = f.input.checkValidity();
+    f.error.textContent = ok ? '' : f.input.validationMessage;
+    f.input.setAttribute('aria-invalid', ok ? 'false' : 'true');
+    if (!ok && !first) first = f.input;
+  }
+  if (first) first.focus();
+  return !first;
+}
+
 function setupToken() {
   const m = /[#&]setup=([A-Za-z0-9_-]+)/.exec(window.location.hash);
   return m ? m[1] : null;
@@ -40,7 +53,7 @@ function setupForm(container, token) {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       general.textContent = '';
-      if (!form.reportValidity()) return;
+      if (!valid([name, email, password])) return;
       submit.disabled = true;
       try {
         await api('POST', '/v1/setup', {
@@ -83,7 +96,7 @@ function passwordForm(container) {
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       general.textContent = '';
-      if (!form.reportValidity()) return;
+      if (!valid(totp.row.hidden ? [email, password] : [email, password, totp])) return;
       submit.disabled = true;
       const code = totp.input.value.trim();
       const second = totp.row.hidden || !code ? {} : (/^[0-9]{6}$/.test(code) ? { totpCode: code } : { backupCode: code });
