@@ -72,11 +72,11 @@ impl FirstRun {
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(status, create_first_admin))]
+#[openapi(paths(setup_status, create_first_admin))]
 pub struct SetupApi;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/setup", get(status).post(create_first_admin))
+    Router::new().route("/v1/setup", get(setup_status).post(create_first_admin))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,7 +109,7 @@ struct SetupOut {
     tag = "auth",
     responses((status = 200, description = "Whether setup is open", body = SetupStatus)),
 )]
-async fn status(State(state): State<AppState>) -> Json<SetupStatus> {
+async fn setup_status(State(state): State<AppState>) -> Json<SetupStatus> {
     Json(SetupStatus {
         needed: state.setup.open(),
     })

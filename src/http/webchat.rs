@@ -36,7 +36,7 @@ const MAX_TEXT_CHARS: usize = 4096;
 
 /// This module's part of the OpenAPI document (merged by `super::openapi::document`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(start_session, post_message, list_messages))]
+#[openapi(paths(start_session, post_message, visitor_history))]
 pub struct WebchatApi;
 
 pub fn routes() -> Router<AppState> {
@@ -47,7 +47,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/v1/webchat/{inbox}/messages",
-            post(post_message).get(list_messages).options(preflight),
+            post(post_message).get(visitor_history).options(preflight),
         )
         // The widget runs on the business's own site: these calls are cross-origin. They carry
         // the visitor token in a header and never a cookie, so any origin may make them. (The
@@ -379,7 +379,7 @@ struct VisitorHistory {
     ),
     security(("visitor_token" = [])),
 )]
-async fn list_messages(
+async fn visitor_history(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     headers: HeaderMap,
