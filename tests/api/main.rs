@@ -36,3 +36,4 @@ mod twilio;
 mod webchat;
 mod webhooks_out;
 mod whatsapp;
+mod workspace;
