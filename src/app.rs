@@ -245,6 +245,11 @@ pub async fn run(
             recovery_sweep(store, queue, after, token).await;
             Ok(())
         });
+        let (store, woke, token) = (backends.store.clone(), events.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            wake_snoozed(store, woke, token).await;
+            Ok(())
+        });
         let (store, token) = (backends.store.clone(), shutdown.clone());
         let retention_ms = config.live.retention_secs.saturating_mul(1000) as i64;
         tasks.spawn(async move {
@@ -378,6 +383,34 @@ async fn prune_events(store: Store, retention_ms: i64, shutdown: CancellationTok
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+/// How often worker nodes look for snoozed conversations whose time has come.
+const SNOOZE_CHECK: Duration = Duration::from_secs(1);
+/// Most conversations woken by one statement (the rest wake on the next check).
+const SNOOZE_BATCH: i64 = 500;
+
+/// Wakes snoozed conversations whose time has come and announces each (`conversation.updated`,
+/// which also wakes the dispatchers for the ones that wait for an agent again). Every worker
+/// node runs it; the store's guarded update wakes each conversation once, whichever node gets
+/// there first.
+async fn wake_snoozed(store: Store, events: crate::live::Events, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SNOOZE_CHECK) => {}
+        }
+        match store.wake_due_snoozed(ids::now_ms(), SNOOZE_BATCH).await {
+            Ok(woken) => {
+                for conv in woken {
+                    let account = conv.account_id.clone();
+                    let data = serde_json::to_value(&conv).unwrap_or_default();
+                    events.publish(&account, "conversation.updated", data).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "Could not wake snoozed conversations."),
         }
     }
 }

@@ -203,6 +203,13 @@ impl Ingest {
                                 data: json!({ "conversation_id": stored.conversation_id, "inbox_id": inbox.id }),
                             });
                         }
+                        if let Some(woken) = &stored.woken {
+                            announce.push(Announce::Event {
+                                account_id: stored.account_id.clone(),
+                                kind: "conversation.updated",
+                                data: json!(woken),
+                            });
+                        }
                         announce.push(Announce::Event {
                             account_id: stored.account_id,
                             kind: "message.created",

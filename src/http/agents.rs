@@ -448,7 +448,12 @@ pub async fn list_agents(
     let cursor = id_cursor(query.cursor.as_deref(), ids::USER)?;
     let mut agents = state
         .store
-        .list_agents(&who.account_id, cursor.as_deref(), limit + 1)
+        .list_agents(
+            &who.account_id,
+            &rows::AgentReach::All,
+            cursor.as_deref(),
+            limit + 1,
+        )
         .await?;
     let more = agents.len() as i64 > limit;
     agents.truncate(limit as usize);

@@ -16,10 +16,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::compose::{ReplyBody, compose};
 use super::{ApiQuery, AppState, RawBody, parse_json};
-use crate::access::{Permission, Principal};
+use crate::access::{Permission, Principal, RecordScope, Scope};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
-use crate::store::conversations::{Contact, Conversation, ConversationFilter, Message};
+use crate::store::agents::{AgentReach, PresenceRow};
+use crate::store::conversations::{
+    Contact, Conversation, ConversationFilter, ConversationListItem, ConversationOrder, Message,
+};
 use crate::store::inbound::EventSummary;
 use crate::store::privacy::Erasure;
 
@@ -31,6 +34,7 @@ use crate::store::privacy::Erasure;
     list_messages,
     reply,
     assign,
+    assignable_agents,
     get_contact,
     erase_contact,
     list_events
@@ -49,6 +53,10 @@ pub fn routes() -> Router<AppState> {
             get(list_messages).post(reply),
         )
         .route("/v1/conversations/{id}/assignment", put(assign))
+        .route(
+            "/v1/conversations/{id}/assignable-agents",
+            get(assignable_agents),
+        )
         .route("/v1/contacts/{id}", get(get_contact).delete(erase_contact))
         .route("/v1/inbound-events", get(list_events))
 }
@@ -77,6 +85,9 @@ struct ListQuery {
     inbox: Option<String>,
     assignee: Option<String>,
     team: Option<String>,
+    contact: Option<String>,
+    q: Option<String>,
+    sort: Option<String>,
 }
 
 impl ListQuery {
@@ -90,6 +101,9 @@ impl ListQuery {
             ("inbox", self.inbox.is_some()),
             ("assignee", self.assignee.is_some()),
             ("team", self.team.is_some()),
+            ("contact", self.contact.is_some()),
+            ("q", self.q.is_some()),
+            ("sort", self.sort.is_some()),
         ] {
             if present && !allowed.contains(&name) {
                 return Err(ApiError::invalid_field(
@@ -115,10 +129,11 @@ struct PageParams {
     cursor: Option<String>,
 }
 
-/// One page of conversations, most recently created first.
+/// One page of conversations, most recently created (or, with `sort=last_activity`, most
+/// recently active) first, each with its contact.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationPage {
-    pub data: Vec<Conversation>,
+    pub data: Vec<ConversationListItem>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
@@ -194,24 +209,45 @@ pub(crate) fn id_cursor(cursor: Option<&str>, prefix: &str) -> Result<Option<Str
     }
 }
 
+/// The longest `q` a conversation search takes.
+const MAX_SEARCH: usize = 100;
+/// What starts a `sort=last_activity` cursor (an id cursor is a bare `conv_…`).
+const ACTIVITY_CURSOR: &str = "last_activity";
+
+fn activity_cursor(at_ms: i64, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{ACTIVITY_CURSOR}|{at_ms}|{id}"))
+}
+
+fn decode_activity_cursor(cursor: &str) -> Option<(i64, String)> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let mut parts = raw.splitn(3, '|');
+    (parts.next()? == ACTIVITY_CURSOR).then_some(())?;
+    let at = parts.next()?.parse().ok()?;
+    let id = parts.next()?;
+    ids::has_prefix(id, ids::CONVERSATION).then(|| (at, id.to_owned()))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/conversations",
     tag = "conversations",
     summary = "List conversations",
-    description = "The conversations within the caller's `view_conversations` scope.",
+    description = "The conversations within the caller's `view_conversations` scope, each with its contact (`id`, `name`, `phone`). A cursor belongs to the order it came from: another `sort` refuses it (422). With `sort=last_activity` a conversation that gets a message while you page moves to the front, so it may be missed by the pages after it or seen twice.",
     params(
         PageParams,
         ("status" = Option<String>, Query, description = "Only conversations in this status: `open`, `pending`, `snoozed` or `resolved`."),
         ("inbox" = Option<String>, Query, description = "Only conversations of this inbox (its slug or id)."),
-        ("assignee" = Option<String>, Query, description = "Only conversations assigned to this user id."),
+        ("assignee" = Option<String>, Query, description = "Only conversations assigned to this user id; `none`: only those nobody is assigned to."),
         ("team" = Option<String>, Query, description = "Only conversations of this team id."),
+        ("contact" = Option<String>, Query, description = "Only conversations of this contact (`ctc_…`)."),
+        ("q" = Option<String>, Query, description = "Only conversations whose contact's name, phone or a channel identity contains this text (case-insensitive; 1 to 100 characters)."),
+        ("sort" = Option<String>, Query, description = "`created` (the default: newest first) or `last_activity` (latest message first)."),
     ),
     responses(
         (status = 200, description = "One page of conversations.", body = ConversationPage),
         (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
         (status = 403, description = "The caller's role does not grant `view_conversations`.", body = ErrorEnvelope),
-        (status = 422, description = "A bad `limit`, `cursor`, `status` or `inbox`, or an unknown query parameter.", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit`, `cursor` (including a cursor of another `sort`), `status`, `inbox`, `contact`, `q` or `sort`, or an unknown query parameter.", body = ErrorEnvelope),
         (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ),
     security(("bearer" = [])),
@@ -237,25 +273,61 @@ async fn list_conversations(
         ),
         None => None,
     };
+    if let Some(contact) = &query.contact
+        && !ids::has_prefix(contact, ids::CONTACT)
+    {
+        return Err(ApiError::invalid_field(
+            "contact",
+            "must be a contact id (`ctc_…`)",
+        ));
+    }
+    let text = match query.q.as_deref().map(str::trim) {
+        Some(q) if q.is_empty() || q.chars().count() > MAX_SEARCH => {
+            return Err(ApiError::invalid_field(
+                "q",
+                format!("must be 1 to {MAX_SEARCH} characters"),
+            ));
+        }
+        other => other,
+    };
     let scope = who.require(Permission::ViewConversations)?;
-    let cursor = id_cursor(query.cursor.as_deref(), ids::CONVERSATION)?;
+    let wrong_cursor =
+        || ApiError::invalid_field("cursor", "is not a cursor from this list and sort");
+    let order = match query.sort.as_deref() {
+        None | Some("created") => {
+            ConversationOrder::Newest(id_cursor(query.cursor.as_deref(), ids::CONVERSATION)?)
+        }
+        Some("last_activity") => ConversationOrder::LastActivity(match query.cursor.as_deref() {
+            Some(c) => Some(decode_activity_cursor(c).ok_or_else(wrong_cursor)?),
+            None => None,
+        }),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "sort",
+                "must be created or last_activity",
+            ));
+        }
+    };
+    let unassigned = query.assignee.as_deref() == Some("none");
     let filter = ConversationFilter {
         inbox_id: inbox_id.as_deref(),
         status: query.status.as_deref(),
-        assignee_id: query.assignee.as_deref(),
+        assignee_id: query.assignee.as_deref().filter(|_| !unassigned),
+        unassigned,
         team_id: query.team.as_deref(),
+        contact_id: query.contact.as_deref(),
+        text,
     };
     let items = state
         .store
-        .list_conversations(
-            &who.account_id,
-            &scope,
-            &filter,
-            cursor.as_deref(),
-            limit + 1,
-        )
+        .list_conversations(&who.account_id, &scope, &filter, &order, limit + 1)
         .await?;
-    let (data, next_cursor) = cut_page(items, limit, |c| c.id.clone());
+    let (data, next_cursor) = match order {
+        ConversationOrder::Newest(_) => cut_page(items, limit, |c| c.conversation.id.clone()),
+        ConversationOrder::LastActivity(_) => cut_page(items, limit, |c| {
+            activity_cursor(c.conversation.last_message_at_ms, &c.conversation.id)
+        }),
+    };
     Ok(Json(ConversationPage { data, next_cursor }))
 }
 
@@ -635,18 +707,7 @@ async fn assign(
             .await?
             .filter(|u| u.active)
             .ok_or_else(outside)?;
-        let reachable = match scope.scope {
-            crate::access::Scope::All => true,
-            crate::access::Scope::Branch => {
-                scope.branch_id.is_some() && user.branch_id == scope.branch_id
-            }
-            crate::access::Scope::Team => conversation
-                .team_id
-                .as_ref()
-                .is_some_and(|team| user.team_ids.contains(team)),
-            crate::access::Scope::Assigned | crate::access::Scope::Own => false,
-        };
-        if !reachable {
+        if !assign_reach(&scope, &conversation).admits(user.branch_id.as_deref(), &user.team_ids) {
             return Err(ApiError::Forbidden(
                 "the assignee is outside your reassign_conversations scope".to_owned(),
             ));
@@ -678,6 +739,102 @@ async fn assign(
     // The previous holder's slot is free, or the conversation waits again.
     crate::dispatch::wake(&state.broker, &who.account_id).await;
     Ok(Json(updated))
+}
+
+/// The agents a caller whose `reassign_conversations` scope is `scope` may assign
+/// `conversation` to: anyone active for `all`, the conversation's team for `team`, the caller's
+/// branch for `branch`. The one rule both the assignment and the list of assignable agents
+/// follow.
+fn assign_reach(scope: &RecordScope, conversation: &Conversation) -> AgentReach {
+    match scope.scope {
+        Scope::All => AgentReach::All,
+        Scope::Branch => scope
+            .branch_id
+            .clone()
+            .map_or(AgentReach::Nobody, AgentReach::Branch),
+        Scope::Team => conversation
+            .team_id
+            .clone()
+            .map_or(AgentReach::Nobody, AgentReach::Team),
+        Scope::Assigned | Scope::Own => AgentReach::Nobody,
+    }
+}
+
+/// An agent the caller may assign a conversation to, with what decides whether they should.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssignableAgent {
+    /// The user id (what `PUT …/assignment` takes as `assignee_id`).
+    pub id: String,
+    pub name: String,
+    /// What routing sees: `online`, `away` or `offline` (a stale heartbeat reads `offline`).
+    pub presence: String,
+    /// Conversations counted against the capacity now, per channel.
+    pub load: std::collections::BTreeMap<String, i64>,
+    /// Slots per channel; 0 means never routed that channel.
+    pub capacity: std::collections::BTreeMap<String, i64>,
+}
+
+/// One page of assignable agents, by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssignableAgentPage {
+    pub data: Vec<AssignableAgent>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/assignable-agents",
+    tag = "conversations",
+    summary = "Agents the caller may assign the conversation to",
+    description = "The active users that `PUT /v1/conversations/{id}/assignment` would accept from the caller: everyone for an `all` scope of `reassign_conversations`, the conversation's team members for `team`, the caller's branch for `branch`; each with presence, load and capacity per channel (as `GET /v1/admin/agents` computes them). Requires `reassign_conversations` within scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`)."), PageParams),
+    responses(
+        (status = 200, description = "One page of agents, by id.", body = AssignableAgentPage),
+        (status = 401, description = "Missing, invalid or expired credentials.", body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reassign_conversations`.", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope.", body = ErrorEnvelope),
+        (status = 422, description = "A bad `limit` or `cursor`, or a query parameter this list does not take.", body = ErrorEnvelope),
+        (status = 429, description = "Too many requests by this caller.", body = ErrorEnvelope, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ),
+    security(("bearer" = [])),
+)]
+async fn assignable_agents(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<AssignableAgentPage>, ApiError> {
+    let scope = who.require(Permission::ReassignConversations)?;
+    let conversation =
+        visible_conversation(&state, &who, Permission::ReassignConversations, &id).await?;
+    query.reject_filters(&[])?;
+    let limit = query.limit()?;
+    let cursor = id_cursor(query.cursor.as_deref(), ids::USER)?;
+    let agents = state
+        .store
+        .list_agents(
+            &who.account_id,
+            &assign_reach(&scope, &conversation),
+            cursor.as_deref(),
+            limit + 1,
+        )
+        .await?;
+    let (now, timeout) = (ids::now_ms(), state.config.routing.presence_timeout_ms());
+    let (data, next_cursor) = cut_page(agents, limit, |a| a.user_id.clone());
+    Ok(Json(AssignableAgentPage {
+        data: data
+            .into_iter()
+            .map(|a| AssignableAgent {
+                presence: PresenceRow::effective(a.presence.as_ref(), now, timeout).to_owned(),
+                id: a.user_id,
+                name: a.name,
+                load: a.active,
+                capacity: a.profile.capacity,
+            })
+            .collect(),
+        next_cursor,
+    }))
 }
 
 /// Data-subject erasure (requires the export-raw-data permission).

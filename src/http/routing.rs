@@ -18,7 +18,9 @@ use crate::access::{Permission, Principal};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::ids;
 use crate::store::conversations::Conversation;
-use crate::store::routing::{Offer, OfferEnd, OfferRefusal, QueueStats, TraceEntry};
+use crate::store::routing::{
+    Offer, OfferEnd, OfferRefusal, OtherOpen, QueueStats, Resolved, TraceEntry,
+};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
@@ -27,6 +29,8 @@ use crate::store::routing::{Offer, OfferEnd, OfferRefusal, QueueStats, TraceEntr
     accept_offer,
     decline_offer,
     resolve,
+    reopen,
+    snooze,
     routing_trace,
     queue_stats,
     put_attributes
@@ -39,6 +43,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/offers/{id}/accept", post(accept_offer))
         .route("/v1/offers/{id}/decline", post(decline_offer))
         .route("/v1/conversations/{id}/resolve", post(resolve))
+        .route("/v1/conversations/{id}/reopen", post(reopen))
+        .route("/v1/conversations/{id}/snooze", post(snooze))
         .route("/v1/conversations/{id}/routing-trace", get(routing_trace))
         .route("/v1/queues/stats", get(queue_stats))
         .route("/v1/contacts/{id}/attributes", put(put_attributes))
@@ -212,6 +218,118 @@ pub async fn resolve(
             .publish(&who.account_id, "conversation.resolved", json!(conv))
             .await;
     }
+    Ok(Json(conv))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/reopen",
+    tag = "conversations",
+    summary = "Reopen a resolved or snoozed conversation",
+    description = "The conversation is `open` again. A snoozed one keeps its assignee (one that was waiting returns to the queue at its original place). A resolved one goes back to its last assignee if they are still an active user (taking a slot as a manual assignment does), otherwise into the queue as a new conversation would. Reopening an open conversation changes nothing. Publishes `conversation.updated`. Requires `reply_to_customer` within scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    responses(
+        (status = 200, description = "The conversation, open", body = Conversation),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reply_to_customer`", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope", body = ErrorEnvelope),
+        (status = 409, description = "The contact has another conversation open in the inbox (`details` names it as `conversation_id`)", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn reopen(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, ApiError> {
+    visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
+    let (conv, changed) = state
+        .store
+        .reopen(&who.account_id, &id, who.user_id.as_deref(), ids::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?
+        .map_err(|OtherOpen(other)| ApiError::Conflict {
+            message: format!("the contact already has an open conversation in this inbox: {other}"),
+            details: vec![json!({ "field": "conversation_id", "message": "already open", "conversation_id": other })],
+        })?;
+    if changed {
+        // `conversation.updated` also wakes the dispatchers: a reopened conversation with no
+        // assignee is waiting for one.
+        state
+            .events
+            .publish(&who.account_id, "conversation.updated", json!(conv))
+            .await;
+    }
+    Ok(Json(conv))
+}
+
+/// The longest a conversation may be snoozed.
+const MAX_SNOOZE_MS: i64 = 90 * 24 * 3_600_000;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeIn {
+    /// When the conversation wakes (Unix ms): in the future, at most 90 days ahead.
+    pub until_ms: i64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/snooze",
+    tag = "conversations",
+    summary = "Snooze a conversation until a time",
+    description = "Status `snoozed` until `until_ms`, when it is `open` again (a `conversation.updated`); a new message from the customer wakes it at once. The assignee keeps it; a conversation waiting for an agent leaves the queue until it wakes (a pending offer is withdrawn) and then returns at its original place. Snoozing a snoozed conversation moves its wake time. Publishes `conversation.updated`. Requires `reply_to_customer` within scope.",
+    params(("id" = String, Path, description = "Conversation id (`conv_…`).")),
+    request_body = SnoozeIn,
+    responses(
+        (status = 200, description = "The conversation, snoozed", body = Conversation),
+        (status = 400, description = "The body is not valid JSON", body = ErrorEnvelope),
+        (status = 401, description = E401, body = ErrorEnvelope),
+        (status = 403, description = "The caller's role does not grant `reply_to_customer`", body = ErrorEnvelope),
+        (status = 404, description = "No such conversation within the caller's scope", body = ErrorEnvelope),
+        (status = 409, description = "The conversation is resolved (reopen it instead)", body = ErrorEnvelope),
+        (status = 422, description = "`until_ms` is missing, not in the future or more than 90 days ahead, or the body has unknown fields (`details` names the field)", body = ErrorEnvelope),
+        (status = 429, description = E429, body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn snooze(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<Conversation>, ApiError> {
+    visible_conversation(&state, &who, Permission::ReplyToCustomer, &id).await?;
+    let input: SnoozeIn = parse_json(&body)?;
+    let now = ids::now_ms();
+    if input.until_ms <= now {
+        return Err(ApiError::invalid_field("until_ms", "must be in the future"));
+    }
+    if input.until_ms > now + MAX_SNOOZE_MS {
+        return Err(ApiError::invalid_field(
+            "until_ms",
+            "must be at most 90 days ahead",
+        ));
+    }
+    let conv = state
+        .store
+        .snooze(
+            &who.account_id,
+            &id,
+            input.until_ms,
+            who.user_id.as_deref(),
+            now,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("conversation"))?
+        .map_err(|Resolved| {
+            ApiError::conflict("the conversation is resolved; reopen it to work on it again")
+        })?;
+    state
+        .events
+        .publish(&who.account_id, "conversation.updated", json!(conv))
+        .await;
     Ok(Json(conv))
 }
 

@@ -315,16 +315,61 @@ pub async fn write_presence(
     Ok(())
 }
 
+/// The users of one page of [`Store::list_agents`]: active, within the reach (`$4` kind,
+/// `$5` branch, `$6` team), after the cursor (`$2`), at most `$3`.
+macro_rules! agent_users {
+    () => {
+        "SELECT id FROM users WHERE account_id = $1 AND active = 1 AND ($2 IS NULL OR id > $2) \
+         AND ($4 = 'all' OR ($4 = 'branch' AND branch_id = $5) \
+         OR ($4 = 'team' AND id IN (SELECT user_id FROM team_members WHERE team_id = $6))) \
+         ORDER BY id LIMIT $3"
+    };
+}
+
 /// `SELECT … WHERE user_id IN (<this page of active users>)`: the same static page condition
-/// in every batch read of [`Store::list_agents`] (`$1` account, `$2` cursor, `$3` limit).
+/// in every batch read of [`Store::list_agents`] (`$1` account, `$2` cursor, `$3` limit, `$4`–`$6`
+/// the reach).
 macro_rules! agent_page {
     ($select:literal) => {
         concat!(
             $select,
-            " WHERE account_id = $1 AND user_id IN (SELECT id FROM users WHERE account_id = $1 \
-             AND active = 1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3)"
+            " WHERE account_id = $1 AND user_id IN (",
+            agent_users!(),
+            ")"
         )
     };
+}
+
+/// Which users an agent list covers: the whole account (the admin list), or the agents a
+/// caller may assign a conversation to (a branch's users, a team's members, or nobody).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentReach {
+    All,
+    Branch(String),
+    Team(String),
+    Nobody,
+}
+
+impl AgentReach {
+    /// Whether a user of `branch_id` and `team_ids` is within reach.
+    pub fn admits(&self, branch_id: Option<&str>, team_ids: &[String]) -> bool {
+        match self {
+            AgentReach::All => true,
+            AgentReach::Branch(b) => branch_id == Some(b.as_str()),
+            AgentReach::Team(t) => team_ids.contains(t),
+            AgentReach::Nobody => false,
+        }
+    }
+
+    /// The `(kind, branch, team)` the page queries bind.
+    fn binds(&self) -> (&'static str, Option<&str>, Option<&str>) {
+        match self {
+            AgentReach::All => ("all", None, None),
+            AgentReach::Branch(b) => ("branch", Some(b), None),
+            AgentReach::Team(t) => ("team", None, Some(t)),
+            AgentReach::Nobody => ("none", None, None),
+        }
+    }
 }
 
 impl Store {
@@ -358,22 +403,29 @@ impl Store {
             .collect())
     }
 
-    /// Active users of the account by id, each with teams, profile, load and presence, in a
-    /// fixed number of queries per page; `cursor` is the last user id of the previous page.
+    /// Active users of the account within `reach` by id, each with teams, profile, load and
+    /// presence, in a fixed number of queries per page; `cursor` is the last user id of the
+    /// previous page.
     pub async fn list_agents(
         &self,
         account_id: &str,
+        reach: &AgentReach,
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Agent>, StoreError> {
+        let (kind, branch, team) = reach.binds();
         let mut tx = self.scoped(account_id).await?;
-        let users = sqlx::query(
-            "SELECT id, name, branch_id FROM users WHERE account_id = $1 AND active = 1 \
-             AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
+        let users = sqlx::query(concat!(
+            "SELECT id, name, branch_id FROM users WHERE id IN (",
+            agent_users!(),
+            ") ORDER BY id"
+        ))
         .bind(account_id)
         .bind(cursor)
         .bind(limit)
+        .bind(kind)
+        .bind(branch)
+        .bind(team)
         .fetch_all(&mut *tx)
         .await?;
         let mut agents: Vec<Agent> = users
@@ -402,6 +454,9 @@ impl Store {
                     .bind(account_id)
                     .bind(cursor)
                     .bind(limit)
+                    .bind(kind)
+                    .bind(branch)
+                    .bind(team)
                     .fetch_all(&mut *tx)
                     .await?
             };

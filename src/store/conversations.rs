@@ -43,6 +43,24 @@ pub struct Conversation {
     pub labels: Vec<String>,
     /// The customer's language (a code such as `es` or `pt-br`), if known.
     pub language: Option<String>,
+    /// When a `snoozed` conversation wakes (becomes `open` again); null otherwise.
+    pub snoozed_until_ms: Option<i64>,
+}
+
+/// The contact as a conversation list shows it: enough to tell conversations apart.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ContactSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// A conversation in a list, with its contact (read by the same query).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ConversationListItem {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub contact: ContactSummary,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -62,6 +80,10 @@ pub struct Message {
     pub error: Option<String>,
     pub sent_at_ms: i64,
     pub created_at_ms: i64,
+    /// The agent who wrote a reply or note; null for the customer's messages.
+    pub author_id: Option<String>,
+    /// That agent's name (as it is now); null for the customer's messages.
+    pub author_name: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -90,6 +112,8 @@ pub struct StoredMessage {
     pub message: Message,
     pub conversation_id: String,
     pub conversation_created: bool,
+    /// The conversation, when this message woke it from `snoozed` (for `conversation.updated`).
+    pub woken: Option<Conversation>,
     pub account_id: String,
 }
 
@@ -99,7 +123,36 @@ pub struct ConversationFilter<'a> {
     pub inbox_id: Option<&'a str>,
     pub status: Option<&'a str>,
     pub assignee_id: Option<&'a str>,
+    /// Only conversations nobody is assigned to.
+    pub unassigned: bool,
     pub team_id: Option<&'a str>,
+    pub contact_id: Option<&'a str>,
+    /// Case-insensitive text matched anywhere in the contact's name, phone or an identity value.
+    pub text: Option<&'a str>,
+}
+
+/// The order of [`Store::list_conversations`], with where the previous page ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationOrder {
+    /// Most recently created first (ids are time-ordered); after this conversation id.
+    Newest(Option<String>),
+    /// Latest message first; after this `(last_message_at, id)`.
+    LastActivity(Option<(i64, String)>),
+}
+
+/// `text` as a `LIKE` pattern that matches it anywhere, its own `%`, `_` and `\` taken
+/// literally (the queries say `ESCAPE '\'`).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// Where an item is stored.
@@ -115,11 +168,56 @@ pub struct Target<'a> {
 
 /// Column lists as macros so that queries stay `&'static str` (sqlx refuses unaudited dynamic
 /// SQL).
+/// `conversation_columns!("c.")` qualifies each column for queries that join.
 macro_rules! conversation_columns {
     () => {
-        "id, account_id, inbox_id, contact_id, channel, status, priority, assignee_id, team_id, \
-         last_message_at, last_inbound_at, created_at, updated_at, branch_id, routing_state, \
-         queued_at, assigned_at, resolved_at, labels, language"
+        conversation_columns!("")
+    };
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "account_id, ",
+            $p,
+            "inbox_id, ",
+            $p,
+            "contact_id, ",
+            $p,
+            "channel, ",
+            $p,
+            "status, ",
+            $p,
+            "priority, ",
+            $p,
+            "assignee_id, ",
+            $p,
+            "team_id, ",
+            $p,
+            "last_message_at, ",
+            $p,
+            "last_inbound_at, ",
+            $p,
+            "created_at, ",
+            $p,
+            "updated_at, ",
+            $p,
+            "branch_id, ",
+            $p,
+            "routing_state, ",
+            $p,
+            "queued_at, ",
+            $p,
+            "assigned_at, ",
+            $p,
+            "resolved_at, ",
+            $p,
+            "labels, ",
+            $p,
+            "language, ",
+            $p,
+            "snoozed_until"
+        )
     };
 }
 
@@ -148,10 +246,13 @@ macro_rules! in_scope {
     };
 }
 
+/// Every query that uses it reads `FROM messages` (unaliased): the author's name is looked up
+/// by a subquery rather than a join, so the column list fits them all.
 macro_rules! message_columns {
     () => {
         "id, conversation_id, inbox_id, direction, content_type, content, provider_message_id, \
-         reply_to, forwarded, status, error, sent_at, created_at"
+         reply_to, forwarded, status, error, sent_at, created_at, author_id, \
+         (SELECT u.name FROM users u WHERE u.id = messages.author_id)"
     };
 }
 pub(crate) use message_columns;
@@ -245,40 +346,86 @@ impl Store {
         Ok(moved)
     }
 
-    /// Conversations the scope reaches, newest first.
+    /// Conversations the scope reaches, each with its contact (one join), in `order` from
+    /// where the previous page ended.
     pub async fn list_conversations(
         &self,
         account_id: &str,
         scope: &RecordScope,
         filter: &ConversationFilter<'_>,
-        cursor: Option<&str>,
+        order: &ConversationOrder,
         limit: i64,
-    ) -> Result<Vec<Conversation>, StoreError> {
+    ) -> Result<Vec<ConversationListItem>, StoreError> {
+        // One static text per order; the filters are the same.
+        macro_rules! listing {
+            ($after:literal, $order:literal) => {
+                concat!(
+                    "SELECT ",
+                    conversation_columns!("c."),
+                    ", ct.name, ct.phone FROM conversations c \
+                     JOIN contacts ct ON ct.id = c.contact_id WHERE c.account_id = $1 \
+                     AND ($2 IS NULL OR c.inbox_id = $2) AND ($3 IS NULL OR c.status = $3) \
+                     AND ($4 IS NULL OR c.assignee_id = $4) AND ($5 = 0 OR c.assignee_id IS NULL) \
+                     AND ($6 IS NULL OR c.team_id = $6) AND ($7 IS NULL OR c.contact_id = $7) \
+                     AND ($8 IS NULL OR LOWER(ct.name) LIKE LOWER($8) ESCAPE '\\' \
+                     OR LOWER(ct.phone) LIKE LOWER($8) ESCAPE '\\' \
+                     OR EXISTS (SELECT 1 FROM contact_identities i WHERE i.contact_id = c.contact_id \
+                     AND LOWER(i.value) LIKE LOWER($8) ESCAPE '\\')) AND ",
+                    $after,
+                    in_scope!("$11", "$12", "$13"),
+                    " ORDER BY ",
+                    $order,
+                    " LIMIT $14"
+                )
+            };
+        }
+        let (sql, after_ms, after_id) = match order {
+            ConversationOrder::Newest(after) => (
+                listing!("($9 IS NULL OR c.id < $9) AND $10 IS NULL", "c.id DESC"),
+                None,
+                after.as_deref(),
+            ),
+            ConversationOrder::LastActivity(after) => (
+                listing!(
+                    "($10 IS NULL OR c.last_message_at < $10 \
+                     OR (c.last_message_at = $10 AND c.id < $9))",
+                    "c.last_message_at DESC, c.id DESC"
+                ),
+                after.as_ref().map(|(at, _)| *at),
+                after.as_ref().map(|(_, id)| id.as_str()),
+            ),
+        };
+        let pattern = filter.text.map(contains_pattern);
         let mut tx = self.scoped(account_id).await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            conversation_columns!(),
-            " FROM conversations WHERE account_id = $1 \
-             AND ($2 IS NULL OR inbox_id = $2) AND ($3 IS NULL OR status = $3) \
-             AND ($4 IS NULL OR assignee_id = $4) AND ($5 IS NULL OR team_id = $5) \
-             AND ($6 IS NULL OR id < $6)",
-            in_scope!("$7", "$8", "$9"),
-            " ORDER BY id DESC LIMIT $10"
-        ))
-        .bind(account_id)
-        .bind(filter.inbox_id)
-        .bind(filter.status)
-        .bind(filter.assignee_id)
-        .bind(filter.team_id)
-        .bind(cursor)
-        .bind(scope.kind())
-        .bind(scope.branch_id.as_deref())
-        .bind(scope.user_id.as_deref())
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(sql)
+            .bind(account_id)
+            .bind(filter.inbox_id)
+            .bind(filter.status)
+            .bind(filter.assignee_id)
+            .bind(i64::from(filter.unassigned))
+            .bind(filter.team_id)
+            .bind(filter.contact_id)
+            .bind(pattern.as_deref())
+            .bind(after_id)
+            .bind(after_ms)
+            .bind(scope.kind())
+            .bind(scope.branch_id.as_deref())
+            .bind(scope.user_id.as_deref())
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(rows.iter().map(conversation).collect())
+        Ok(rows
+            .iter()
+            .map(|r| ConversationListItem {
+                conversation: conversation(r),
+                contact: ContactSummary {
+                    id: r.get(3),
+                    name: r.get(21),
+                    phone: r.get(22),
+                },
+            })
+            .collect())
     }
 
     /// One conversation, if it exists and the scope reaches it (otherwise `None`: out of scope
@@ -497,6 +644,12 @@ pub(crate) async fn store_inbound_in(
     .bind(routing_text(&message.content))
     .execute(&mut **tx)
     .await?;
+    // The customer writing ends a snooze at once.
+    let woken = if conversation_created {
+        None
+    } else {
+        wake_in(tx, &conversation_id, now).await?
+    };
     Ok(Some(StoredMessage {
         message: Message {
             id: message_id,
@@ -512,11 +665,75 @@ pub(crate) async fn store_inbound_in(
             error: None,
             sent_at_ms: message.sent_at_ms,
             created_at_ms: now,
+            author_id: None,
+            author_name: None,
         },
         conversation_id,
         conversation_created,
+        woken,
         account_id: target.account_id.to_owned(),
     }))
+}
+
+/// What waking a snoozed conversation sets: `open`, no wake time, and back in the queue (at
+/// its original place) when nobody holds it; an assignee keeps it. `$1` is now. The `CASE`s
+/// read the row as it was before the update.
+macro_rules! wake_set {
+    () => {
+        "status = 'open', snoozed_until = NULL, \
+         routing_state = CASE WHEN routing_state = 'idle' THEN 'waiting' ELSE routing_state END, \
+         route_step = CASE WHEN routing_state = 'idle' THEN NULL ELSE route_step END, \
+         queued_at = CASE WHEN routing_state = 'idle' THEN COALESCE(queued_at, $1) \
+         ELSE queued_at END, updated_at = $1"
+    };
+}
+
+/// Wakes one conversation if it is snoozed (the customer wrote, or an agent reopened it);
+/// returns it as it is now, or `None` when it was not snoozed.
+pub(crate) async fn wake_in(
+    conn: &mut sqlx::AnyConnection,
+    conversation_id: &str,
+    now: i64,
+) -> Result<Option<Conversation>, StoreError> {
+    Ok(sqlx::query(concat!(
+        "UPDATE conversations SET ",
+        wake_set!(),
+        " WHERE id = $2 AND status = 'snoozed' RETURNING ",
+        conversation_columns!()
+    ))
+    .bind(now)
+    .bind(conversation_id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(conversation))
+}
+
+impl Store {
+    /// Wakes up to `limit` snoozed conversations whose time has come (any account), and
+    /// returns them. The `status = 'snoozed'` guard is re-checked on each row as it is
+    /// updated, so when several nodes sweep at once each conversation wakes exactly once.
+    pub async fn wake_due_snoozed(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<Conversation>, StoreError> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE conversations SET ",
+            wake_set!(),
+            " WHERE status = 'snoozed' AND snoozed_until <= $1 AND id IN (SELECT id FROM \
+             conversations WHERE status = 'snoozed' AND snoozed_until <= $1 \
+             ORDER BY snoozed_until LIMIT $2) RETURNING ",
+            conversation_columns!()
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows.iter().map(conversation).collect())
+    }
 }
 
 /// Finds the contact behind the sender's identities, creating it (and attaching any identity it
@@ -702,6 +919,7 @@ pub(crate) fn conversation(r: &AnyRow) -> Conversation {
         resolved_at_ms: r.get(17),
         labels: serde_json::from_str(&r.get::<String, _>(18)).unwrap_or_default(),
         language: r.get(19),
+        snoozed_until_ms: r.get(20),
     }
 }
 
@@ -722,5 +940,7 @@ pub(crate) fn message(r: &AnyRow) -> Message {
         error: r.get(10),
         sent_at_ms: r.get(11),
         created_at_ms: r.get(12),
+        author_id: r.get(13),
+        author_name: r.get(14),
     }
 }

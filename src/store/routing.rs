@@ -36,7 +36,10 @@ pub struct Offer {
     pub id: String,
     pub conversation_id: String,
     pub agent_id: String,
+    /// The conversation's channel (`whatsapp`, `sms`, `webchat`).
     pub channel: String,
+    /// Who is waiting: the conversation's contact's name, if known.
+    pub contact_name: Option<String>,
     /// `pending`, `accepted`, `declined`, `expired` or `withdrawn`.
     pub state: String,
     pub created_at_ms: i64,
@@ -49,7 +52,8 @@ pub struct TraceEntry {
     pub id: String,
     pub at_ms: i64,
     /// `assigned`, `offered`, `waiting`, `offer_accepted`, `offer_declined`, `offer_expired`,
-    /// `offer_withdrawn`, `grace_expired`, `no_reply`, `unassigned`, `manual`, `resolved`.
+    /// `offer_withdrawn`, `grace_expired`, `no_reply`, `unassigned`, `manual`, `resolved`,
+    /// `snoozed`, `reopened`.
     pub kind: String,
     /// The engine's reasons (for decisions: rule, step, counts, top candidates, tie-break).
     #[schema(value_type = Object)]
@@ -282,6 +286,7 @@ fn offer(r: &sqlx::any::AnyRow) -> Offer {
         conversation_id: r.get(1),
         agent_id: r.get(2),
         channel: r.get(3),
+        contact_name: None,
         state: r.get(4),
         created_at_ms: r.get(5),
         expires_at_ms: r.get(6),
@@ -290,8 +295,41 @@ fn offer(r: &sqlx::any::AnyRow) -> Offer {
 
 macro_rules! offer_columns {
     () => {
-        "id, conversation_id, agent_id, channel, state, created_at, expires_at"
+        offer_columns!("")
     };
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "conversation_id, ",
+            $p,
+            "agent_id, ",
+            $p,
+            "channel, ",
+            $p,
+            "state, ",
+            $p,
+            "created_at, ",
+            $p,
+            "expires_at"
+        )
+    };
+}
+
+/// The name of the contact waiting in a conversation (what an offer shows).
+async fn contact_name(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query(
+        "SELECT ct.name FROM conversations c JOIN contacts ct ON ct.id = c.contact_id \
+         WHERE c.id = $1",
+    )
+    .bind(conversation_id)
+    .fetch_optional(conn)
+    .await?
+    .and_then(|r| r.get(0)))
 }
 
 /// An offer's outcome other than acceptance.
@@ -309,6 +347,15 @@ impl OfferEnd {
         }
     }
 }
+
+/// A resolved conversation cannot be snoozed (reopen it first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolved;
+
+/// The contact's other unresolved conversation in the inbox, which keeps a resolved one
+/// from reopening.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherOpen(pub String);
 
 /// Why an agent's answer to an offer was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -594,6 +641,7 @@ impl Store {
                     conversation_id: p.conversation_id.to_owned(),
                     agent_id: p.agent_id.to_owned(),
                     channel: p.channel.to_owned(),
+                    contact_name: contact_name(&mut tx, p.conversation_id).await?,
                     state: "pending".to_owned(),
                     created_at_ms: p.now,
                     expires_at_ms: expires_at,
@@ -655,18 +703,23 @@ impl Store {
         Ok((due, later.first().map(|o| o.expires_at_ms)))
     }
 
-    /// An agent's pending offers.
+    /// An agent's pending offers, each with who is waiting.
     pub async fn pending_offers(&self, agent_id: &str) -> Result<Vec<Offer>, StoreError> {
         Ok(sqlx::query(concat!(
             "SELECT ",
-            offer_columns!(),
-            " FROM offers WHERE agent_id = $1 AND state = 'pending' ORDER BY created_at, id"
+            offer_columns!("o."),
+            ", ct.name FROM offers o JOIN conversations c ON c.id = o.conversation_id \
+             JOIN contacts ct ON ct.id = c.contact_id \
+             WHERE o.agent_id = $1 AND o.state = 'pending' ORDER BY o.created_at, o.id"
         ))
         .bind(agent_id)
         .fetch_all(self.pool())
         .await?
         .iter()
-        .map(offer)
+        .map(|r| Offer {
+            contact_name: r.get(7),
+            ..offer(r)
+        })
         .collect())
     }
 
@@ -781,7 +834,8 @@ impl Store {
             };
             return Ok(Err(refusal));
         };
-        let ended = offer(&row);
+        let mut ended = offer(&row);
+        ended.contact_name = contact_name(&mut tx, &ended.conversation_id).await?;
         sqlx::query(
             "UPDATE conversations SET routing_state = 'waiting', route_step = NULL, updated_at = $1 \
              WHERE id = $2 AND routing_state = 'offered'",
@@ -830,7 +884,8 @@ impl Store {
              CASE WHEN EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id \
              AND m.direction = 'outbound' AND m.created_at >= c.assigned_at) THEN 1 ELSE 0 END \
              FROM conversations c LEFT JOIN presence p ON p.user_id = c.assignee_id \
-             WHERE c.account_id = $1 AND c.routing_state = 'assigned' AND c.assignee_id IS NOT NULL",
+             WHERE c.account_id = $1 AND c.routing_state = 'assigned' AND c.assignee_id IS NOT NULL \
+             AND c.status <> 'snoozed'",
         )
         .bind(account_id)
         .fetch_all(self.pool())
@@ -883,7 +938,7 @@ impl Store {
             "UPDATE conversations SET routing_state = 'waiting', assignee_id = NULL, \
              assigned_at = NULL, route_step = NULL, updated_at = $1 \
              WHERE id = $2 AND account_id = $3 AND routing_state = 'assigned' AND assignee_id = $4 \
-             RETURNING channel",
+             AND status <> 'snoozed' RETURNING channel",
         )
         .bind(now)
         .bind(conversation_id)
@@ -1011,7 +1066,8 @@ impl Store {
         let before = read_conversation(&mut tx, conversation_id).await?;
         let holder = before.assignee_id.clone();
         self::free_holder(&mut tx, &before, "unassigned", now).await?;
-        let open = before.status != "resolved";
+        // A snoozed conversation waits for its wake time, not for an agent.
+        let open = before.status != "resolved" && before.status != "snoozed";
         sqlx::query(
             "UPDATE conversations SET assignee_id = NULL, assigned_at = NULL, route_step = NULL, \
              routing_state = $1, updated_at = $2 WHERE id = $3",
@@ -1079,6 +1135,170 @@ impl Store {
         let conv = read_conversation(&mut tx, conversation_id).await?;
         tx.commit().await?;
         Ok(Some((conv, true)))
+    }
+
+    /// Snoozes a conversation until `until`: status `snoozed`. An assignee keeps it (and their
+    /// slot); one waiting for an agent leaves the queue (a pending offer is withdrawn) and
+    /// returns at its original place when it wakes. Snoozing a snoozed conversation moves its
+    /// wake time. A resolved one is refused.
+    pub async fn snooze(
+        &self,
+        account_id: &str,
+        conversation_id: &str,
+        until: i64,
+        by: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Result<Conversation, Resolved>>, StoreError> {
+        let mut tx = self.begin_scoped(account_id).await?;
+        if !lock_row(&mut tx, Locked::Conversations, account_id, conversation_id).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let before = read_conversation(&mut tx, conversation_id).await?;
+        if before.status == "resolved" {
+            tx.rollback().await?;
+            return Ok(Some(Err(Resolved)));
+        }
+        if before.routing_state == "offered" {
+            self::free_holder(&mut tx, &before, "snoozed", now).await?;
+        }
+        sqlx::query(
+            "UPDATE conversations SET status = 'snoozed', snoozed_until = $1, updated_at = $2, \
+             routing_state = CASE WHEN routing_state IN ('waiting', 'offered') THEN 'idle' \
+             ELSE routing_state END WHERE id = $3",
+        )
+        .bind(until)
+        .bind(now)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
+        let trace = serde_json::json!({ "by": by, "until_ms": until }).to_string();
+        insert_trace(&mut tx, account_id, conversation_id, "snoozed", &trace, now).await?;
+        let conv = read_conversation(&mut tx, conversation_id).await?;
+        tx.commit().await?;
+        Ok(Some(Ok(conv)))
+    }
+
+    /// Reopens a resolved or snoozed conversation: `open` again. A snoozed one wakes as its
+    /// wake time would wake it. A resolved one goes back to its last assignee if they are
+    /// still an active user (a slot taken as an override, like a manual assignment), else into
+    /// the queue as a new conversation would. An open conversation is returned unchanged
+    /// (`false`). Refused when the contact has another unresolved conversation in the inbox
+    /// (the `conversations_one_open` index): its id is returned.
+    pub async fn reopen(
+        &self,
+        account_id: &str,
+        conversation_id: &str,
+        by: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Result<(Conversation, bool), OtherOpen>>, StoreError> {
+        let mut tx = self.begin_scoped(account_id).await?;
+        if !lock_row(&mut tx, Locked::Conversations, account_id, conversation_id).await? {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let before = read_conversation(&mut tx, conversation_id).await?;
+        let trace = serde_json::json!({ "by": by, "from": before.status }).to_string();
+        match before.status.as_str() {
+            "snoozed" => {
+                super::conversations::wake_in(&mut tx, conversation_id, now).await?;
+            }
+            "resolved" => {
+                let other = "SELECT id FROM conversations WHERE inbox_id = $1 AND contact_id = $2 \
+                             AND status <> 'resolved' AND id <> $3";
+                if let Some(row) = sqlx::query(other)
+                    .bind(&before.inbox_id)
+                    .bind(&before.contact_id)
+                    .bind(conversation_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                {
+                    tx.rollback().await?;
+                    return Ok(Some(Err(OtherOpen(row.get(0)))));
+                }
+                let holder = match before.assignee_id.as_deref() {
+                    Some(agent) => sqlx::query(
+                        "SELECT id FROM users WHERE id = $1 AND account_id = $2 AND active = 1",
+                    )
+                    .bind(agent)
+                    .bind(account_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| r.get::<String, _>(0)),
+                    None => None,
+                };
+                let reopened = sqlx::query(
+                    "UPDATE conversations SET status = 'open', resolved_at = NULL, \
+                     snoozed_until = NULL, assignee_id = $1, route_step = NULL, \
+                     routing_state = CASE WHEN $1 IS NULL THEN 'waiting' ELSE 'assigned' END, \
+                     assigned_at = CASE WHEN $1 IS NULL THEN NULL ELSE $2 END, \
+                     queued_at = CASE WHEN $1 IS NULL THEN $2 ELSE queued_at END, updated_at = $2 \
+                     WHERE id = $3",
+                )
+                .bind(holder.as_deref())
+                .bind(now)
+                .bind(conversation_id)
+                .execute(&mut *tx)
+                .await;
+                match reopened {
+                    Ok(_) => {}
+                    // A new conversation opened for the contact since the read above.
+                    Err(e)
+                        if e.as_database_error()
+                            .is_some_and(|d| d.is_unique_violation()) =>
+                    {
+                        tx.rollback().await?;
+                        let row = sqlx::query(other)
+                            .bind(&before.inbox_id)
+                            .bind(&before.contact_id)
+                            .bind(conversation_id)
+                            .fetch_one(self.pool())
+                            .await?;
+                        return Ok(Some(Err(OtherOpen(row.get(0)))));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                if let Some(agent) = holder.as_deref() {
+                    sqlx::query(
+                        "INSERT INTO agent_load (account_id, user_id, channel, capacity, active, last_assigned_at) \
+                         VALUES ($1, $2, $3, 0, 1, $4) ON CONFLICT (user_id, channel) \
+                         DO UPDATE SET active = agent_load.active + 1, last_assigned_at = $4",
+                    )
+                    .bind(account_id)
+                    .bind(agent)
+                    .bind(&before.channel)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    start_assignment(
+                        &mut tx,
+                        account_id,
+                        conversation_id,
+                        agent,
+                        "reopened",
+                        by,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            _ => {
+                tx.rollback().await?;
+                return Ok(Some(Ok((before, false))));
+            }
+        }
+        insert_trace(
+            &mut tx,
+            account_id,
+            conversation_id,
+            "reopened",
+            &trace,
+            now,
+        )
+        .await?;
+        let conv = read_conversation(&mut tx, conversation_id).await?;
+        tx.commit().await?;
+        Ok(Some(Ok((conv, true))))
     }
 
     /// Changes what rules read of a conversation; `None` leaves a field as it is. Returns the

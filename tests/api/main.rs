@@ -39,3 +39,4 @@ mod web;
 mod webchat;
 mod webhooks_out;
 mod whatsapp;
+mod workspace;
