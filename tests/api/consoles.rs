@@ -98,6 +98,28 @@ async fn an_agent_answers_a_whatsapp_customer_live_in_the_browser() {
         "{messages}"
     );
     browser.screenshot("workspace").await;
+
+    // Snooze for an hour, reopen, resolve, reopen: each button does what the API says.
+    let status_is = |want: &'static str| {
+        let (hub, conversation) = (&hub, conversation.clone());
+        async move {
+            eventually(&format!("the conversation to be {want}"), || async {
+                let (_, c) = hub.get(&format!("/v1/conversations/{conversation}")).await;
+                (c["status"] == want).then_some(())
+            })
+            .await
+        }
+    };
+    browser.click("#snooze").await;
+    browser.click(".snooze-preset[data-snooze=\"hour\"]").await;
+    status_is("snoozed").await;
+    browser.shown("#thread-snoozed").await;
+    browser.click("#reopen").await;
+    status_is("open").await;
+    browser.click("#resolve").await;
+    status_is("resolved").await;
+    browser.click("#reopen").await;
+    status_is("open").await;
     browser.assert_clean(&[]).await;
     browser.close().await;
     hub.stop().await;

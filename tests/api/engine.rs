@@ -924,8 +924,12 @@ async fn the_commit_refuses_what_changed_since_the_decision(backend: Backend) {
     let site = Site::new(backend);
     let store = Store::connect(&site.config("").database).await.unwrap();
     let account = store.ensure_account("default").await.unwrap();
-    let agents: Vec<TestUser> =
-        futures::future::join_all((0..5).map(|_| site.user("agent", None, &[]))).await;
+    // One at a time: each fixture user opens a store of its own, and five writing at once
+    // collide on SQLite's lock or PostgreSQL's deadlock detector (a flake, not what is tested).
+    let mut agents: Vec<TestUser> = Vec::new();
+    for _ in 0..5 {
+        agents.push(site.user("agent", None, &[]).await);
+    }
     let now = 1_000_000_000_000i64;
     let pool = store.pool();
     sqlx::query(

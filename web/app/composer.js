@@ -255,9 +255,11 @@ async function post(conv, body, { onDone, onError }) {
   try {
     const msg = await api('POST', `/v1/conversations/${encodeURIComponent(conv.id)}/messages`, body, { idempotencyKey: key });
     attempts.delete(conv.id);
-    if (msg && msg.id) state.mine.add(msg.id);
     if (msg && msg.id && state.openId === conv.id) {
-      state.messages.set(msg.id, { ...(state.messages.get(msg.id) || {}), ...msg });
+      // A status frame may have come first: never move a message back to "pending".
+      const seen = state.messages.get(msg.id);
+      const keep = seen && seen.status && seen.status !== 'pending' ? { status: seen.status, error: seen.error } : {};
+      state.messages.set(msg.id, { ...(seen || {}), ...msg, ...keep });
       emit('messages', { scroll: 'bottom' });
     }
     if (msg && msg.sent_at_ms && conv.last_message_at_ms < msg.sent_at_ms && msg.direction !== 'note') {

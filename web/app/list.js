@@ -1,12 +1,14 @@
 // The left pane: view switcher (mine / unassigned / team / all), status filter, contact search
-// and the conversation list, newest activity first. Items are links to
-// `#/conversations/<id>` carrying `data-conversation-id` and `data-unread` (test hooks).
+// and the conversation list, newest activity first. The server filters and sorts
+// (`assignee`, `assignee=none`, `team`, `status`, `q`, `sort=last_activity`); live frames move
+// items afterwards. Items are links to `#/conversations/<id>` carrying `data-conversation-id`
+// and `data-unread` (test hooks).
 
 import { h } from '/ui/shared/api.js';
 import {
   state, on, availableViews, visibleIds, loadList, agentName,
 } from './state.js';
-import { channelName, contactName, shortTime, fullTime } from './util.js';
+import { channelName, contactName, shortTime, fullTime, snoozedText } from './util.js';
 
 const STATUSES = [
   { id: 'open', label: 'Open' },
@@ -18,6 +20,25 @@ const STATUSES = [
 
 let els = null;
 let onError = () => {};
+let searchTimer = 0;
+/** The search text the list was last loaded with. */
+let searched = '';
+const SEARCH_DELAY_MS = 300;
+
+/** The search box changed: ask the server (`q=`) once typing pauses. */
+function searchChanged(value, { now = false } = {}) {
+  clearTimeout(searchTimer);
+  state.search = value;
+  const run = () => {
+    const q = state.search.trim();
+    if (q === searched && !now) return;
+    searched = q;
+    state.nextCursor = null;
+    loadList().catch(onError);
+  };
+  if (now) run();
+  else searchTimer = setTimeout(run, SEARCH_DELAY_MS);
+}
 
 /** Builds the list pane inside `root` (the `nav`). */
 export function mountList(root, { reportError }) {
@@ -28,9 +49,11 @@ export function mountList(root, { reportError }) {
   const search = h('input', {
     id: 'search', type: 'search', placeholder: 'Search contacts', autocomplete: 'off',
     'aria-keyshortcuts': '/',
-    oninput: (e) => { state.search = e.target.value; render(); },
+    maxlength: '100',
+    oninput: (e) => searchChanged(e.target.value),
     onkeydown: (e) => {
-      if (e.key === 'Escape') { e.target.value = ''; state.search = ''; render(); }
+      if (e.key === 'Escape' && e.target.value) { e.target.value = ''; searchChanged('', { now: true }); }
+      if (e.key === 'Enter') { e.preventDefault(); searchChanged(e.target.value, { now: true }); }
       if (e.key === 'ArrowDown') { e.preventDefault(); focusItem(0); }
     },
   });
@@ -108,6 +131,8 @@ function item(conv) {
   if (!state.status || conv.status !== 'open') {
     meta.push(h('span', { class: `badge badge-status st-${conv.status}` }, conv.status));
   }
+  const snoozed = snoozedText(conv);
+  if (snoozed) meta.push(h('span', { class: 'conv-snoozed', title: fullTime(conv.snoozed_until_ms) }, snoozed));
   if (conv.assignee_id) meta.push(h('span', { class: 'conv-assignee' }, agentName(conv.assignee_id)));
   else if (conv.status !== 'resolved') meta.push(h('span', { class: 'conv-assignee muted' }, conv.routing_state === 'offered' ? 'offered' : 'waiting'));
   if (sla) meta.push(h('span', { class: `badge badge-sla sla-${sla}` }, sla === 'breached' ? 'SLA breached' : 'SLA warning'));
@@ -116,6 +141,7 @@ function item(conv) {
     name,
     channelName(conv.channel),
     conv.status,
+    snoozed,
     unread ? `${unread} unread` : null,
     sla ? `SLA ${sla}` : null,
   ].filter(Boolean).join(', ');

@@ -9,14 +9,15 @@ import { Live } from '/ui/shared/live.js';
 import { mountSignIn } from '/ui/shared/signin.js';
 import {
   state, emit, resetState, loadList, mergeConversation, placeInList, fetchConversation,
-  fetchMessages, ensureContacts, loadAgents, loadCanned, inView, bumpUnread, defaultView,
+  fetchMessages, loadAgents, loadCanned, inView, bumpUnread, defaultView,
   availableViews,
 } from './state.js';
 import {
   mountList, renderViews, focusSearch, neighbour, render as renderList,
 } from './list.js';
 import {
-  mountThread, threadSection, assignToMe, resolveOpen, renderWindow, focusTitle,
+  mountThread, threadSection, assignToMe, resolveOpen, reopenOpen, openSnooze, renderWindow,
+  focusTitle,
 } from './thread.js';
 import {
   mountComposer, showConversation, focusReply, refreshMode, composerSignedOut,
@@ -243,12 +244,11 @@ async function onFrame(frame) {
 
 const fetching = new Map();
 
-/** Reads a conversation the page has not seen, once even if several frames ask. */
+/** Reads a conversation (with its contact) the page has not seen, once even if several frames ask. */
 function learnConversation(id) {
   if (fetching.has(id)) return fetching.get(id);
   const p = fetchConversation(id)
-    .then(async (conv) => {
-      await ensureContacts([conv.contact_id]);
+    .then(() => {
       placeInList(state.convs.get(id));
       noteConversation(state.convs.get(id));
       emit('list');
@@ -278,7 +278,8 @@ function conversationChanged(type, d) {
   const conv = mergeConversation(d);
   placeInList(conv);
   noteConversation(conv);
-  if (!state.contacts.has(conv.contact_id)) ensureContacts([conv.contact_id]);
+  // Frames carry the conversation without its contact: read it once when it is new to us.
+  if (!state.contacts.has(conv.contact_id)) learnConversation(conv.id).catch(() => {});
   if (type === 'conversation.assigned' || type === 'conversation.resolved') dropOffersFor(conv.id);
   if (type === 'conversation.assigned' && conv.assignee_id === state.me.id
     && (!before || before.assignee_id !== state.me.id)) {
@@ -609,8 +610,10 @@ function onKey(e) {
   if ($('help').open) return;
   if (e.key === 'Escape') {
     if (!$('user-menu').hidden) { closeUserMenu(); $('user-btn').focus(); }
-    const more = document.querySelector('details.more-actions[open]');
-    if (more) { more.open = false; more.querySelector('summary').focus(); }
+    for (const menu of document.querySelectorAll('details.more-actions[open]')) {
+      menu.open = false;
+      menu.querySelector('summary').focus();
+    }
     return;
   }
   if (isTyping(e.target)) return;
@@ -639,6 +642,13 @@ function onKey(e) {
       e.preventDefault();
       assignToMe();
       break;
+    case 's':
+      if (openSnooze()) e.preventDefault();
+      break;
+    case 'o':
+      e.preventDefault();
+      reopenOpen();
+      break;
     case '/':
       e.preventDefault();
       setPane('list');
@@ -659,7 +669,7 @@ function onKey(e) {
 function wire() {
   mountList($('list-pane'), { reportError });
   mountOffers($('offers-slot'), { live: () => live, open, announce, toast });
-  mountThread($('thread-pane'), { announce, toast, back, showPanel });
+  mountThread($('thread-pane'), { announce, toast, back, showPanel, open });
   mountComposer(threadSection(), { live: () => live, announce });
   mountPanel($('panel-pane'), { hidePanel });
   $('presence').addEventListener('change', (e) => changePresence(e.target.value));
@@ -671,8 +681,9 @@ function wire() {
   $('banner-retry').addEventListener('click', () => { if (live) live.reconnectNow(); });
   document.addEventListener('click', (e) => {
     if (!$('user-menu').hidden && !e.target.closest('.user-menu')) closeUserMenu();
-    const more = document.querySelector('details.more-actions[open]');
-    if (more && !e.target.closest('.more-actions')) more.open = false;
+    for (const menu of document.querySelectorAll('details.more-actions[open]')) {
+      if (!menu.contains(e.target)) menu.open = false;
+    }
   });
   document.addEventListener('keydown', onKey);
   window.addEventListener('hashchange', () => { if (state.me) route(); });

@@ -1,9 +1,10 @@
-// Offers to the signed-in agent (`GET /v1/offers`, live `offer.created`): a card per offer with
-// a countdown and Accept / Decline. Declined, withdrawn, expired or accepted offers disappear.
+// Offers to the signed-in agent (`GET /v1/offers`, live `offer.created`): a card per offer naming
+// the waiting contact (`contact_name`), with a countdown and Accept / Decline. Declined,
+// withdrawn, expired or accepted offers disappear.
 
 import { api, h, humanError } from '/ui/shared/api.js';
 import {
-  state, on, emit, fetchConversation, ensureContacts, placeInList, mergeConversation, scopeOf,
+  state, on, emit, placeInList, mergeConversation,
 } from './state.js';
 import { channelName, contactName, duration } from './util.js';
 
@@ -28,18 +29,7 @@ export async function loadOffers() {
   } catch {
     // An API key or a user without offers: nothing to show.
   }
-  await describe();
   emit('offers');
-}
-
-/** Reads the conversations (and contacts) the offers are about, to name the customer. */
-async function describe() {
-  // An agent sees a conversation only once it is theirs: reading it before would be a 404.
-  if (scopeOf('view_conversations') === 'assigned') return;
-  const missing = Array.from(state.offers.values()).filter((o) => !state.convs.has(o.conversation_id));
-  await Promise.all(missing.map((o) => fetchConversation(o.conversation_id).catch(() => null)));
-  await ensureContacts(Array.from(state.offers.values())
-    .map((o) => state.convs.get(o.conversation_id)?.contact_id).filter(Boolean));
 }
 
 /** A live offer frame. */
@@ -48,7 +38,6 @@ export async function offerFrame(type, offer) {
   if (type === 'offer.created') {
     if (offer.agent_id !== state.me.id || offer.state !== 'pending') return;
     state.offers.set(offer.id, offer);
-    await describe();
     emit('offers');
     ctx.announce(`New conversation offered to you: ${who(offer)}. Accept within ${duration(offer.expires_at_ms - Date.now())}.`);
   } else if (state.offers.delete(offer.id)) {
@@ -65,10 +54,12 @@ export function dropOffersFor(conversationId) {
   if (dropped) emit('offers');
 }
 
+/** Who is waiting: the offer names the contact (an agent cannot read the conversation yet). */
 function who(offer) {
+  if (offer.contact_name) return offer.contact_name;
   const conv = state.convs.get(offer.conversation_id);
   const contact = conv && state.contacts.get(conv.contact_id);
-  return contact ? contactName(contact) : 'a customer';
+  return contact ? contactName(contact) : 'A customer';
 }
 
 function render() {
@@ -81,7 +72,7 @@ function render() {
     const accept = h('button', { type: 'button', class: 'primary offer-accept', 'data-offer-id': offer.id, onclick: () => answer(offer, true, error) }, 'Accept');
     const decline = h('button', { type: 'button', class: 'offer-decline', onclick: () => answer(offer, false, error) }, 'Decline');
     return h('li', { class: 'offer-card', 'data-offer-id': offer.id, 'data-offer-conversation': offer.conversation_id },
-      h('p', { class: 'offer-title' }, h('strong', {}, who(offer)), ` · ${channelName(offer.channel)}`),
+      h('p', { class: 'offer-title' }, h('strong', { class: 'offer-contact' }, who(offer)), ` · ${channelName(offer.channel)}`),
       h('p', { class: 'offer-left' },
         h('span', { 'data-expires-ms': String(offer.expires_at_ms), class: 'countdown', role: 'timer', 'aria-live': 'off' },
           `${duration(offer.expires_at_ms - now)} left`)),

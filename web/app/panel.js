@@ -3,9 +3,9 @@
 // refetch them; a one-second tick counts down).
 
 import { api, h, humanError } from '/ui/shared/api.js';
-import { state, on, openConversation, fetchContact, mergeConversation } from './state.js';
+import { state, on, openConversation, mergeConversation } from './state.js';
 import {
-  channelName, contactName, shortTime, fullTime, duration, kids,
+  channelName, contactName, shortTime, fullTime, duration, kids, snoozedText,
 } from './util.js';
 
 let els = null;
@@ -43,16 +43,15 @@ export function mountPanel(root, context) {
   renderContact();
 }
 
-/** Loads what the panel shows for the open conversation. */
+/**
+ * Loads what the panel shows for the open conversation. The contact (with its identities)
+ * comes with the conversation's detail, which opening it reads.
+ */
 export async function loadPanel() {
   const conv = openConversation();
   if (!conv) return;
   renderContact();
-  await Promise.all([
-    fetchContact(conv.contact_id).then(renderContact).catch(() => {}),
-    loadSla(conv.id),
-    loadEarlier(conv),
-  ]);
+  await Promise.all([loadSla(conv.id), loadEarlier(conv)]);
 }
 
 export async function loadSla(id) {
@@ -76,6 +75,7 @@ function renderContact() {
   const c = state.contacts.get(conv.contact_id);
   if (!c) {
     els.contactBody.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+    renderEarlier();
     return;
   }
   const rows = [];
@@ -91,7 +91,8 @@ function renderContact() {
     c.erased_at_ms ? h('p', { class: 'muted' }, 'This contact’s personal data was erased.') : null,
     h('dl', { class: 'facts' }, rows),
     h('h3', {}, 'Identities'),
-    ids.length ? h('ul', { class: 'identities' }, ids) : h('p', { class: 'muted' }, 'None on record.')));
+    ids.length ? h('ul', { class: 'identities' }, ids)
+      : h('p', { class: 'muted' }, c.identities ? 'None on record.' : 'Loading…')));
   renderEarlier();
 }
 
@@ -135,28 +136,24 @@ export function tickPanel(now) {
   }
 }
 
-/**
- * The contact's other conversations. The API cannot filter conversations by contact, so this
- * reads the newest pages in scope and keeps the contact's (see requests-app.md).
- */
+/** The contact's other conversations in scope (`contact=`), most recently active first. */
 async function loadEarlier(conv) {
   const cached = history.get(conv.contact_id);
   if (cached && Date.now() - cached.at < 60000) { renderEarlier(); return; }
   const found = new Map();
-  for (const c of state.convs.values()) if (c.contact_id === conv.contact_id) found.set(c.id, c);
   try {
     let cursor;
     for (let i = 0; i < 3; i++) {
-      const page = await api('GET', '/v1/conversations', undefined, { query: cursor ? { limit: 100, cursor } : { limit: 100 } });
-      for (const c of page.data) {
-        const merged = mergeConversation(c);
-        if (c.contact_id === conv.contact_id) found.set(c.id, merged);
-      }
+      const query = { contact: conv.contact_id, sort: 'last_activity', limit: 100 };
+      if (cursor) query.cursor = cursor;
+      const page = await api('GET', '/v1/conversations', undefined, { query });
+      for (const c of page.data) found.set(c.id, mergeConversation(c));
       if (!page.next_cursor) break;
       cursor = page.next_cursor;
     }
     history.set(conv.contact_id, { at: Date.now(), list: Array.from(found.values()) });
   } catch {
+    for (const c of state.convs.values()) if (c.contact_id === conv.contact_id) found.set(c.id, c);
     history.set(conv.contact_id, { at: 0, list: Array.from(found.values()) });
   }
   renderEarlier();
@@ -174,8 +171,9 @@ function renderEarlier() {
     return;
   }
   els.earlierBody.replaceChildren(h('ul', { class: 'earlier' }, others.map((c) => h('li', {},
-    h('a', { href: `#/conversations/${c.id}` },
-      `${channelName(c.channel)} · ${c.status} · ${shortTime(c.last_message_at_ms)}`)))));
+    h('a', { href: `#/conversations/${c.id}`, 'data-earlier-id': c.id },
+      `${channelName(c.channel)} · ${c.status} · ${shortTime(c.last_message_at_ms)}`),
+    c.status === 'snoozed' ? h('span', { class: 'muted small' }, ` (${snoozedText(c)})`) : null))));
 }
 
 /** A live frame changed or created a conversation: keep the contact's history in step. */

@@ -26,7 +26,8 @@ export const state = {
   convs: new Map(),
   /** Ids of the conversations in the current view, before the search filter. */
   listed: new Set(),
-  /** contact id → contact (with identities). */
+  /** contact id → contact: the list's summary (`id`, `name`, `phone`), completed with the
+   * identities when a conversation's detail is read. */
   contacts: new Map(),
   /** conversation id → messages that arrived since the agent last opened it (client-side). */
   unread: new Map(),
@@ -39,8 +40,6 @@ export const state = {
   loading: false,
   /** The open conversation. */
   openId: null,
-  /** Ids of the messages sent from this page (the API does not name a message's author). */
-  mine: new Set(),
   /** The open conversation's messages: id → message. */
   messages: new Map(),
   messagesLoaded: false,
@@ -48,8 +47,11 @@ export const state = {
   typing: new Map(),
   /** offer id → offer (pending offers to me). */
   offers: new Map(),
-  /** user id → name, when the caller may list agents (`configure_routing`). */
+  /** user id → name: every agent the caller may list (`configure_routing`), plus those
+   * learnt from the assignable agents of conversations; null until something is known. */
   agents: null,
+  /** conversation id → {at, list}: `GET …/assignable-agents` (whom the caller may assign to). */
+  assignable: new Map(),
   /** canned responses, loaded once per session; null when not allowed. */
   canned: undefined,
   /** inbox id → templates. */
@@ -73,6 +75,7 @@ export function resetState() {
   state.typing.clear();
   state.offers.clear();
   state.agents = null;
+  state.assignable.clear();
   state.canned = undefined;
   state.templates.clear();
   state.sla.clear();
@@ -123,7 +126,11 @@ export function inView(conv) {
   }
 }
 
-/** Whether a conversation passes the search box (contact name, phone, email, identities). */
+/**
+ * Whether a conversation matches the search box, judged on what the page knows of its contact
+ * (name, phone, identities). The server filters the list itself (`q=`); this only decides
+ * whether a conversation that arrives live while a search is active joins the list.
+ */
 export function matchesSearch(conv) {
   const q = state.search.trim().toLowerCase();
   if (!q) return true;
@@ -134,11 +141,11 @@ export function matchesSearch(conv) {
   return hay.includes(q);
 }
 
-/** The ids to show, newest activity first. */
+/** The ids to show, newest activity first (the server sorts the same way; live frames move). */
 export function visibleIds() {
   return Array.from(state.listed)
     .map((id) => state.convs.get(id))
-    .filter((c) => c && matchesSearch(c))
+    .filter(Boolean)
     .sort((a, b) => (b.last_message_at_ms - a.last_message_at_ms)
       || (b.updated_at_ms - a.updated_at_ms) || (a.id < b.id ? 1 : -1))
     .map((c) => c.id);
@@ -147,12 +154,15 @@ export function visibleIds() {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-/** The server-side query of the current view (what `GET /v1/conversations` can filter). */
+/** The server-side queries of the current view: one, or one per team for "Team". */
 function viewQueries() {
-  const base = { limit: 100 };
+  const base = { limit: 100, sort: 'last_activity' };
   if (state.status) base.status = state.status;
+  const q = state.search.trim();
+  if (q) base.q = q.slice(0, 100);
   switch (state.view) {
     case 'mine': return [{ ...base, assignee: state.me.id }];
+    case 'unassigned': return [{ ...base, assignee: 'none' }];
     case 'team': return (state.me.team_ids || []).map((team) => ({ ...base, team }));
     default: return [base];
   }
@@ -161,8 +171,9 @@ function viewQueries() {
 let loadSeq = 0;
 
 /**
- * (Re)loads the current view. `more` appends the next page. The API has no "unassigned"
- * filter and no contact search, so those are applied here over the pages read.
+ * (Re)loads the current view from the server: status, view (`assignee`, `assignee=none`,
+ * `team`) and search (`q`) are filters of `GET /v1/conversations`, sorted by last activity;
+ * each item carries its contact's summary. `more` appends the next page.
  */
 export async function loadList({ more = false } = {}) {
   const seq = ++loadSeq;
@@ -175,16 +186,10 @@ export async function loadList({ more = false } = {}) {
     if (queries.length === 1) {
       const q = { ...queries[0] };
       if (more && state.nextCursor) q.cursor = state.nextCursor;
-      // "Unassigned" filters client-side: read a few pages so the view is not empty by chance.
-      const pages = state.view === 'unassigned' ? 3 : 1;
-      for (let i = 0; i < pages; i++) {
-        const page = await api('GET', '/v1/conversations', undefined, { query: q });
-        found.push(...page.data);
-        next = page.next_cursor;
-        if (!next) break;
-        q.cursor = next;
-      }
-    } else {
+      const page = await api('GET', '/v1/conversations', undefined, { query: q });
+      found.push(...page.data);
+      next = page.next_cursor;
+    } else if (queries.length > 1) {
       // One query per team; the first page of each (teams rarely hold more than 100 open).
       const pages = await Promise.all(queries.map((q) =>
         api('GET', '/v1/conversations', undefined, { query: q })));
@@ -194,10 +199,10 @@ export async function loadList({ more = false } = {}) {
     if (!more) state.listed.clear();
     for (const conv of found) {
       mergeConversation(conv);
+      // The server chose them: only a newer copy (a frame) that left the view keeps one out.
       if (inView(state.convs.get(conv.id))) state.listed.add(conv.id);
     }
     state.nextCursor = next;
-    await ensureContacts(found.map((c) => c.contact_id));
   } finally {
     if (seq === loadSeq) {
       state.loading = false;
@@ -206,11 +211,18 @@ export async function loadList({ more = false } = {}) {
   }
 }
 
-/** Stores a conversation from the API or a frame; a detail's `contact` fills the contact cache. */
+/**
+ * Stores a conversation from the API or a frame. Its `contact` (a list item's summary, or a
+ * detail's full contact with identities) fills the contact cache; a summary never drops the
+ * identities already known.
+ */
 export function mergeConversation(conv) {
   if (!conv || !conv.id) return null;
   const { contact, previous_assignee_id: _prev, ...plain } = conv;
-  if (contact) state.contacts.set(contact.id, contact);
+  if (contact && contact.id) {
+    const known = state.contacts.get(contact.id);
+    state.contacts.set(contact.id, known ? { ...known, ...contact } : contact);
+  }
   const old = state.convs.get(conv.id);
   // Frames and answers can cross; never let an older copy replace a newer one.
   if (old && old.updated_at_ms > plain.updated_at_ms) return old;
@@ -222,36 +234,15 @@ export function mergeConversation(conv) {
   return merged;
 }
 
-/** Applies a conversation to the list: added when it belongs to the view, removed otherwise. */
+/**
+ * Applies a conversation (from a frame or an action) to the list: removed when it left the
+ * view; one not listed yet joins when it belongs to the view and, while a search is active,
+ * when what the page knows of its contact matches the search.
+ */
 export function placeInList(conv) {
   if (!conv) return;
-  if (inView(conv)) state.listed.add(conv.id);
-  else state.listed.delete(conv.id);
-}
-
-const contactWaits = new Map();
-
-/** Reads the contacts not yet known, a few at a time (the API is rate-limited per user). */
-export async function ensureContacts(ids) {
-  const missing = Array.from(new Set(ids)).filter((id) => id && !state.contacts.has(id));
-  const queue = missing.slice();
-  const worker = async () => {
-    while (queue.length) {
-      const id = queue.shift();
-      await fetchContact(id).catch(() => null);
-    }
-  };
-  await Promise.all([worker(), worker(), worker(), worker()]);
-  if (missing.length) emit('list');
-}
-
-export function fetchContact(id) {
-  if (contactWaits.has(id)) return contactWaits.get(id);
-  const p = api('GET', `/v1/contacts/${encodeURIComponent(id)}`)
-    .then((c) => { state.contacts.set(id, c); return c; })
-    .finally(() => contactWaits.delete(id));
-  contactWaits.set(id, p);
-  return p;
+  if (!inView(conv)) state.listed.delete(conv.id);
+  else if (!state.listed.has(conv.id) && matchesSearch(conv)) state.listed.add(conv.id);
 }
 
 /** `GET /v1/conversations/{id}` (with its contact), merged. */
@@ -281,10 +272,10 @@ export function sortedMessages() {
     || (a.id < b.id ? -1 : 1));
 }
 
-/** Agents' names by user id, when the caller may list them; null otherwise. */
+/** Agents' names by user id, when the caller may list every agent (`configure_routing`). */
 export async function loadAgents() {
-  if (!scopeOf('configure_routing')) { state.agents = null; return; }
-  const names = new Map();
+  if (!scopeOf('configure_routing')) return;
+  const names = state.agents || new Map();
   let cursor;
   try {
     for (let i = 0; i < 20; i++) {
@@ -296,8 +287,31 @@ export async function loadAgents() {
     }
     state.agents = names;
   } catch {
-    state.agents = null;
+    // Names then come from the assignable agents of each conversation.
   }
+}
+
+/**
+ * Whom the caller may assign a conversation to (`GET …/assignable-agents`, every page; works
+ * for team leads too). Read again when older than 30 s; null when the role may not reassign.
+ */
+export async function loadAssignable(id, { force = false } = {}) {
+  if (!scopeOf('reassign_conversations')) return null;
+  const cached = state.assignable.get(id);
+  if (cached && !force && Date.now() - cached.at < 30000) return cached.list;
+  const list = [];
+  let cursor;
+  for (let i = 0; i < 20; i++) {
+    const page = await api('GET', `/v1/conversations/${encodeURIComponent(id)}/assignable-agents`,
+      undefined, { query: cursor ? { limit: 100, cursor } : { limit: 100 } });
+    list.push(...page.data);
+    if (!page.next_cursor) break;
+    cursor = page.next_cursor;
+  }
+  state.assignable.set(id, { at: Date.now(), list });
+  if (!state.agents) state.agents = new Map();
+  for (const a of list) state.agents.set(a.id, a.name);
+  return list;
 }
 
 export function agentName(userId) {

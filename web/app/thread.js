@@ -1,15 +1,17 @@
 // The middle pane: the open conversation's header with its actions (assign to me, reassign,
-// resolve, priority, labels) and its messages with channel, direction, author, time and
+// resolve, snooze, reopen, priority, labels) and its messages with channel, direction, author, time and
 // delivery status. Message items carry `data-message-id`, `data-status` and `data-direction`
 // (test hooks). The reply box is composer.js.
 
 import { api, h, can, humanError, ApiError } from '/ui/shared/api.js';
 import {
   state, on, emit, openConversation, agentName, sortedMessages, placeInList, mergeConversation,
+  loadAssignable,
 } from './state.js';
 import {
   channelName, contactName, shortTime, fullTime, isoTime, contentText, failureReason, duration,
-  windowClosed, WHATSAPP_WINDOW_MS, kids,
+  windowClosed, WHATSAPP_WINDOW_MS, kids, snoozedText, snoozePresets, localInputValue,
+  MAX_SNOOZE_MS, dayTime,
 } from './util.js';
 
 let els = null;
@@ -28,7 +30,7 @@ const STATUS_MARK = { pending: '◷', sent: '✓', delivered: '✓✓', read: '�
 
 /**
  * Builds the conversation view inside `root` (the `main`). `context` gives `announce(text)`,
- * `toast(text, kind)`, `back()`, `showPanel()`.
+ * `toast(text, kind)`, `back()`, `showPanel()`, `open(id)`.
  */
 export function mountThread(root, context) {
   ctx = context;
@@ -37,8 +39,14 @@ export function mountThread(root, context) {
   const windowNote = h('p', { class: 'thread-window', id: 'thread-window' });
   const assignMe = h('button', { id: 'assign-me', type: 'button', 'aria-keyshortcuts': 'a', onclick: () => assignToMe() }, 'Assign to me');
   const resolve = h('button', { id: 'resolve', type: 'button', class: 'primary', 'aria-keyshortcuts': 'e', onclick: () => resolveOpen() }, 'Resolve');
-  const reopenNote = h('span', { class: 'muted resolved-note', hidden: true }, 'Resolved. A new message from the customer opens a new conversation.');
+  const reopen = h('button', { id: 'reopen', type: 'button', 'aria-keyshortcuts': 'o', hidden: true, onclick: () => reopenOpen() }, 'Reopen');
+  const snooze = buildSnooze();
   const more = buildMoreActions();
+  const snoozedLine = h('p', { class: 'thread-snoozed', id: 'thread-snoozed', hidden: true });
+  const conflictText = h('span', {});
+  const conflictOpen = h('button', { type: 'button', id: 'reopen-conflict-open', class: 'btn-inline' }, 'Open that conversation');
+  const conflict = h('p', { class: 'field-error reopen-conflict', id: 'reopen-conflict', role: 'alert', hidden: true },
+    conflictText, ' ', conflictOpen);
   const back = h('button', { type: 'button', class: 'ghost only-narrow back-btn', onclick: () => ctx.back() }, '← Conversations');
   const details = h('button', { type: 'button', class: 'ghost only-medium details-btn', onclick: () => ctx.showPanel() }, 'Contact & SLA');
   const messages = h('ol', { id: 'messages', class: 'messages', 'aria-label': 'Messages', tabindex: '0' });
@@ -47,17 +55,20 @@ export function mountThread(root, context) {
   const actionError = h('p', { class: 'field-error', id: 'action-error', role: 'alert', hidden: true });
   const head = h('div', { class: 'thread-head' },
     h('div', { class: 'thread-nav' }, back, details),
-    h('div', { class: 'thread-heading' }, title, sub, windowNote),
+    h('div', { class: 'thread-heading' }, title, sub, snoozedLine, windowNote),
     h('div', { class: 'thread-actions', role: 'group', 'aria-label': 'Conversation actions' },
-      assignMe, resolve, reopenNote, more.root),
-    actionError);
+      assignMe, resolve, reopen, snooze.root, more.root),
+    actionError, conflict);
   const section = h('section', { id: 'thread', class: 'thread', hidden: true, 'aria-labelledby': 'thread-title' },
     head, older, messages, typing);
   const empty = h('div', { class: 'thread-empty', id: 'thread-empty' },
     h('h1', {}, 'No conversation open'),
     h('p', {}, 'Choose a conversation from the list, or press j to open the first one. Press ? for all keyboard shortcuts.'));
   root.append(empty, section);
-  els = { title, sub, windowNote, assignMe, resolve, reopenNote, more, messages, older, typing, actionError, section, empty };
+  els = {
+    title, sub, windowNote, snoozedLine, assignMe, resolve, reopen, snooze, more, messages, older,
+    typing, actionError, conflict, conflictText, conflictOpen, section, empty,
+  };
   on('conversation', renderHead);
   on('messages', renderMessages);
   on('typing', renderTyping);
@@ -66,6 +77,53 @@ export function mountThread(root, context) {
 /** The section the composer goes into. */
 export function threadSection() {
   return els.section;
+}
+
+/** The snooze menu: presets (computed when it opens) and a custom date and time. */
+function buildSnooze() {
+  const presets = h('div', { class: 'snooze-presets', role: 'group', 'aria-labelledby': 'snooze-h' });
+  const until = h('input', { id: 'snooze-until', type: 'datetime-local', 'aria-describedby': 'snooze-error' });
+  const error = h('p', { class: 'field-error', id: 'snooze-error', hidden: true });
+  const custom = h('form', { class: 'more-row', id: 'snooze-custom', novalidate: true, onsubmit: (e) => { e.preventDefault(); snoozeCustom(); } },
+    h('label', { for: 'snooze-until' }, 'Until a date and time'), until,
+    h('button', { type: 'submit', id: 'snooze-custom-btn' }, 'Snooze'), error);
+  const root = h('details', {
+    class: 'more-actions snooze-menu', id: 'snooze-menu',
+    ontoggle: (e) => { if (e.target.open) fillSnooze(); },
+  },
+  h('summary', { class: 'ghost', id: 'snooze', 'aria-keyshortcuts': 's' }, 'Snooze'),
+  h('div', { class: 'more-panel' },
+    h('p', { class: 'more-label', id: 'snooze-h' }, 'Snooze until'),
+    presets, custom,
+    h('p', { class: 'muted small' }, 'It comes back (open) at that time, or at once when the customer writes.')));
+  return { root, presets, until, error };
+}
+
+/** Fresh preset times each time the menu opens. */
+function fillSnooze() {
+  const s = els.snooze;
+  clearError(s.error);
+  s.until.removeAttribute('aria-invalid');
+  const now = Date.now();
+  s.until.min = localInputValue(now);
+  s.until.max = localInputValue(now + MAX_SNOOZE_MS);
+  if (!s.until.value || new Date(s.until.value).getTime() <= now) s.until.value = localInputValue(now + 3 * 3600 * 1000);
+  s.presets.replaceChildren(...snoozePresets(new Date(now)).map((p) => h('button', {
+    type: 'button', class: 'snooze-preset', 'data-snooze': p.id,
+    onclick: () => snoozeUntil(p.until),
+  }, h('span', { class: 'preset-label' }, p.label), h('span', { class: 'preset-time muted' }, dayTime(p.until)))));
+}
+
+/** The `s` shortcut: open the snooze menu, focus the first preset. */
+export function openSnooze() {
+  if (!els || els.snooze.root.hidden || els.section.hidden) return false;
+  const more = els.more.root;
+  if (more.open) more.open = false;
+  els.snooze.root.open = true;
+  fillSnooze();
+  const first = els.snooze.presets.querySelector('button');
+  if (first) first.focus();
+  return true;
 }
 
 function buildMoreActions() {
@@ -89,10 +147,9 @@ function buildMoreActions() {
     h('label', { for: 'label-input', class: 'visually-hidden' }, 'New label'), labelInput,
     h('button', { type: 'submit', }, 'Add label'), labelErr);
 
-  const snoozeNote = h('p', { class: 'muted small' }, 'Snooze and reopen are not offered by the hub yet.');
   const root = h('details', { class: 'more-actions' },
     h('summary', { class: 'ghost' }, 'More actions'),
-    h('div', { class: 'more-panel' }, reassignRow, priorityRow, labelRow, snoozeNote));
+    h('div', { class: 'more-panel' }, reassignRow, priorityRow, labelRow));
   return { root, reassignSel, reassignRow, reassignErr, priority, priorityErr, priorityRow, labelList, labelInput, labelErr, labelRow };
 }
 
@@ -120,21 +177,31 @@ export function renderHead() {
     conv.priority ? h('span', {}, ` · priority ${conv.priority}`) : null,
     (conv.labels || []).length ? h('span', {}, ' · ', conv.labels.map((l) => h('span', { class: 'badge badge-label' }, l))) : null));
   renderWindow(conv);
+  const snoozed = snoozedText(conv);
+  els.snoozedLine.hidden = !snoozed;
+  els.snoozedLine.textContent = snoozed && conv.snoozed_until_ms ? `Snoozed until ${dayTime(conv.snoozed_until_ms)}` : snoozed;
+  if (snoozed) els.snoozedLine.title = 'It opens again at that time, or when the customer writes.';
+  if (conflictFor && conflictFor !== conv.id) hideConflict();
 
   const resolved = conv.status === 'resolved';
   const mayReassign = can('reassign_conversations');
   const mayReply = can('reply_to_customer');
   els.assignMe.hidden = !mayReassign || resolved || conv.assignee_id === state.me.id;
   els.resolve.hidden = !mayReply || resolved;
-  els.reopenNote.hidden = !resolved;
+  els.reopen.hidden = !mayReply || !(resolved || conv.status === 'snoozed');
+  els.snooze.root.hidden = !mayReply || resolved;
+  if (els.snooze.root.hidden) els.snooze.root.open = false;
+  els.snooze.root.querySelector('summary').textContent = conv.status === 'snoozed' ? 'Snooze again' : 'Snooze';
 
   const m = els.more;
-  m.reassignRow.hidden = !mayReassign || !state.agents || resolved;
+  const assignable = state.assignable.get(conv.id);
+  m.reassignRow.hidden = !mayReassign || resolved || !assignable;
+  if (mayReassign && !resolved) refreshAssignable(conv.id);
   if (!m.reassignRow.hidden) {
     const current = m.reassignSel.value;
-    const agents = Array.from(state.agents.entries()).sort((a, b) => a[1].localeCompare(b[1]));
+    const agents = assignable.list.slice().sort((a, b) => a.name.localeCompare(b.name));
     m.reassignSel.replaceChildren(
-      ...agents.map(([id, name]) => h('option', { value: id, disabled: id === conv.assignee_id }, id === state.me.id ? `${name} (you)` : name)),
+      ...agents.map((a) => h('option', { value: a.id, disabled: a.id === conv.assignee_id }, agentOption(a, conv))),
       h('option', { value: '', disabled: !conv.assignee_id }, 'Nobody: back to the queue'));
     if (current && m.reassignSel.querySelector(`option[value="${CSS.escape(current)}"]:not([disabled])`)) m.reassignSel.value = current;
   }
@@ -145,6 +212,28 @@ export function renderHead() {
     h('span', {}, label),
     h('button', { type: 'button', class: 'chip-x', 'aria-label': `Remove label ${label}`, onclick: () => saveLabels((openConversation().labels || []).filter((l) => l !== label)) }, '×'))));
   m.root.hidden = m.reassignRow.hidden && m.priorityRow.hidden && m.labelRow.hidden;
+}
+
+/** "Ana (you) · online · 2/4 on WhatsApp": enough to choose whom to hand a conversation to. */
+function agentOption(a, conv) {
+  const name = a.id === state.me.id ? `${a.name} (you)` : a.name;
+  const load = (a.load || {})[conv.channel] ?? 0;
+  const cap = (a.capacity || {})[conv.channel] ?? 0;
+  const current = a.id === conv.assignee_id ? ' · assigned now' : '';
+  return `${name} · ${a.presence || 'offline'} · ${load}/${cap} on ${channelName(conv.channel)}${current}`;
+}
+
+const assignableWaits = new Map();
+
+/** Reads (at most every 30 s) whom the caller may assign the conversation to, then redraws. */
+function refreshAssignable(id) {
+  const cached = state.assignable.get(id);
+  if ((cached && Date.now() - cached.at < 30000) || assignableWaits.has(id)) return;
+  const p = loadAssignable(id)
+    .catch(() => { state.assignable.set(id, { at: Date.now(), list: [] }); })
+    .then(() => { if (state.openId === id) renderHead(); })
+    .finally(() => assignableWaits.delete(id));
+  assignableWaits.set(id, p);
 }
 
 /** The WhatsApp 24-hour window, as a line under the title (refreshed by the clock). */
@@ -199,6 +288,82 @@ async function reassign(assigneeId) {
     ctx.announce(assigneeId ? `Reassigned to ${agentName(assigneeId)}.` : 'Returned to the queue.');
   } catch (err) {
     showError(els.more.reassignErr, err instanceof ApiError ? (err.field('assignee_id') || humanError(err)) : err);
+  }
+}
+
+/** Snoozes the open conversation until `until` (Unix ms). */
+async function snoozeUntil(until) {
+  const conv = openConversation();
+  if (!conv) return;
+  const s = els.snooze;
+  clearError(s.error);
+  const now = Date.now();
+  if (!(until > now)) { showError(s.error, 'Choose a time in the future.'); return; }
+  if (until > now + MAX_SNOOZE_MS) { showError(s.error, 'At most 90 days ahead.'); return; }
+  try {
+    const updated = await api('POST', `/v1/conversations/${conv.id}/snooze`, { until_ms: Math.round(until) });
+    s.root.open = false;
+    applyConversation(updated);
+    ctx.announce(`Snoozed until ${dayTime(updated.snoozed_until_ms || until)}.`);
+    s.root.querySelector('summary').focus();
+  } catch (err) {
+    if (err.status === 409) { applyFresh(conv.id); }
+    showError(s.error, err instanceof ApiError ? (err.field('until_ms') || humanError(err)) : err);
+  }
+}
+
+function snoozeCustom() {
+  const s = els.snooze;
+  clearError(s.error);
+  const raw = s.until.value;
+  const until = raw ? new Date(raw).getTime() : NaN;
+  let problem = '';
+  if (!raw || Number.isNaN(until)) problem = 'Enter a date and time.';
+  else if (until <= Date.now()) problem = 'Choose a time in the future.';
+  else if (until > Date.now() + MAX_SNOOZE_MS) problem = 'At most 90 days ahead.';
+  if (problem) {
+    showError(s.error, problem);
+    s.until.setAttribute('aria-invalid', 'true');
+    s.until.focus();
+    return;
+  }
+  s.until.removeAttribute('aria-invalid');
+  snoozeUntil(until);
+}
+
+/** Reads a conversation again after a refusal that says our copy is stale. */
+function applyFresh(id) {
+  api('GET', `/v1/conversations/${id}`).then(applyConversation).catch(() => {});
+}
+
+let conflictFor = null;
+
+function hideConflict() {
+  conflictFor = null;
+  els.conflict.hidden = true;
+}
+
+/** Reopens the open conversation (resolved or snoozed); a 409 names the other open one. */
+export async function reopenOpen() {
+  const conv = openConversation();
+  if (!conv || els.reopen.hidden) return;
+  clearError(els.actionError);
+  hideConflict();
+  try {
+    const updated = await api('POST', `/v1/conversations/${conv.id}/reopen`);
+    applyConversation(updated);
+    ctx.announce('Conversation reopened.');
+    if (!els.resolve.hidden) els.resolve.focus();
+  } catch (err) {
+    const other = err.status === 409 && (err.details || []).map((d) => d && d.conversation_id).find(Boolean);
+    if (!other) { showError(els.actionError, err); return; }
+    conflictFor = conv.id;
+    els.conflictText.textContent = 'This customer already has another open conversation in this inbox, so this one cannot be reopened.';
+    els.conflictOpen.hidden = other === conv.id;
+    els.conflictOpen.onclick = () => { hideConflict(); ctx.open(other); };
+    els.conflictOpen.dataset.conversationTarget = other;
+    els.conflict.hidden = false;
+    els.conflictOpen.focus();
   }
 }
 
@@ -305,10 +470,9 @@ function authorOf(msg) {
   if (msg.direction === 'inbound') {
     return contactName(state.contacts.get(openConversation()?.contact_id));
   }
+  // The hub names the agent who wrote a reply or note; a reply sent with an API key has none.
   if (msg.author_name) return msg.author_name;
-  if (state.mine.has(msg.id)) return 'You';
-  if (msg.author_id) return agentName(msg.author_id);
-  return 'Agent';
+  return msg.author_id ? 'Former agent' : 'Sent through the API';
 }
 
 /** One message item (test hooks: data-message-id, data-status, data-direction). */

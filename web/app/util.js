@@ -40,6 +40,17 @@ export function fullTime(ms) {
   return ms ? new Date(ms).toLocaleString() : '';
 }
 
+/** "Thu, Dec 4, 09:00": a day and time people read at a glance (snooze times). */
+export function dayTime(ms) {
+  if (!ms) return '';
+  const d = new Date(ms);
+  const sameYear = d.getFullYear() === new Date().getFullYear();
+  return d.toLocaleString(undefined, {
+    weekday: 'short', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+    ...(sameYear ? {} : { year: 'numeric' }),
+  });
+}
+
 export function isoTime(ms) {
   return ms ? new Date(ms).toISOString() : '';
 }
@@ -145,4 +156,34 @@ export function windowClosed(conv, now = Date.now()) {
 /** Children for `replaceChildren`, which (unlike `h`) would print null as "null". */
 export function kids(...children) {
   return children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false);
+}
+
+/** "Snoozed until 09:00" / "Snoozed until Dec 4 09:00" for a snoozed conversation, else ''. */
+export function snoozedText(conv) {
+  if (!conv || conv.status !== 'snoozed') return '';
+  return conv.snoozed_until_ms ? `Snoozed until ${shortTime(conv.snoozed_until_ms)}` : 'Snoozed';
+}
+
+/** The longest snooze the hub accepts (90 days). */
+export const MAX_SNOOZE_MS = 90 * 24 * 60 * 60 * 1000;
+
+/** The snooze presets, in local time: in 1 hour, tomorrow 9:00, next Monday 9:00. */
+export function snoozePresets(now = new Date()) {
+  const at9 = (days) => {
+    const d = new Date(now.getFullYear(), now.getMonth(), now.getDate() + days, 9, 0, 0, 0);
+    return d.getTime();
+  };
+  // Next Monday: 1 to 7 days ahead (on a Monday, the one of next week).
+  const toMonday = ((8 - now.getDay()) % 7) || 7;
+  return [
+    { id: 'hour', label: 'In 1 hour', until: now.getTime() + 60 * 60 * 1000 },
+    { id: 'tomorrow', label: 'Tomorrow 9:00', until: at9(1) },
+    { id: 'monday', label: 'Next Monday 9:00', until: at9(toMonday) },
+  ];
+}
+
+/** A `datetime-local` input's value for a time (local, to the minute). */
+export function localInputValue(ms) {
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }

@@ -4,27 +4,18 @@ import { api, humanError, can } from '/ui/shared/api.js';
 import { h, clear, toast, fetchAll, fetchIf, teamsList, sectionHead, card, table, badge, confirmDialog, copyable, CHANNEL_LABEL, fmtTime } from '../util.js';
 import { form, showForm, isSlug, isE164 } from '../forms.js';
 
-/** The hub's public URL: what providers call. The inbox API does not return it (yet), so
- * the console's own origin stands in; see the note shown under the URLs. */
-function publicUrl() {
-  return location.origin;
-}
-
-export function webhookUrls(inbox, base = publicUrl()) {
-  // Preferred: the URLs the hub builds from server.public_url, when the API gives them.
-  const given = inbox.webhook_urls;
-  if (given && typeof given === 'object') {
-    if (inbox.channel === 'whatsapp' && given.callback) return { callback: given.callback };
-    if (inbox.channel === 'sms' && given.incoming) return { incoming: given.incoming, status: given.status || `${given.incoming}/status` };
-    if (inbox.channel === 'webchat' && given.widget_script) return { script: given.widget_script };
-  }
+/**
+ * The addresses a provider calls for an inbox, as the hub builds them from its
+ * `server.public_url` (`inbox.webhook_urls`): never from this page's own address, which can be
+ * an internal name or a port-forward that providers cannot reach (and Twilio signs the exact
+ * URL it calls).
+ */
+export function webhookUrls(inbox) {
+  const given = (inbox && inbox.webhook_urls) || {};
   switch (inbox.channel) {
-    case 'whatsapp': return { callback: `${base}/webhooks/whatsapp/${encodeURIComponent(inbox.whatsapp_app || '')}` };
-    case 'sms': return {
-      incoming: `${base}/webhooks/twilio/${encodeURIComponent(inbox.slug)}`,
-      status: `${base}/webhooks/twilio/${encodeURIComponent(inbox.slug)}/status`,
-    };
-    case 'webchat': return { script: `<script src="${base}/widget.js" data-inbox="${inbox.slug}" async></script>` };
+    case 'whatsapp': return given.callback ? { callback: given.callback } : {};
+    case 'sms': return given.incoming ? { incoming: given.incoming, status: given.status || '' } : {};
+    case 'webchat': return given.widget_script ? { script: given.widget_script } : {};
     default: return {};
   }
 }
@@ -33,9 +24,15 @@ function instructions(inbox) {
   const urls = webhookUrls(inbox);
   const steps = (...items) => h('ol', { class: 'howto' }, items.map((i) => h('li', {}, i)));
   const shown = Object.values(urls)[0] || '';
+  if (!shown) {
+    return h('div', { class: 'connect', 'data-inbox': inbox.slug },
+      h('p', { class: 'notice warn' }, inbox.channel === 'whatsapp' && !inbox.whatsapp_app
+        ? 'This WhatsApp inbox names no Meta app (whatsapp_app), so it has no callback URL.'
+        : 'The hub did not return this inbox\'s webhook addresses; reload the page to try again.'));
+  }
   const local = /(\/\/|")(localhost|127\.|\[::1\])/.test(shown);
   const warn = local
-    ? h('p', { class: 'notice warn' }, 'These URLs point at this machine (localhost), which providers on the internet cannot reach. Put the hub behind a public HTTPS address (server.public_url) and use that address instead.')
+    ? h('p', { class: 'notice warn' }, 'These URLs point at this machine (localhost), which providers on the internet cannot reach. Set the hub\'s public HTTPS address (server.public_url): these URLs follow it.')
     : null;
   if (inbox.channel === 'whatsapp') {
     return h('div', { class: 'connect', 'data-inbox': inbox.slug },
@@ -85,6 +82,8 @@ export async function render(host) {
   let inboxes = [];
   let teams = [];
   let branches = [];
+  /** `GET /v1/admin/whatsapp-apps` ({name, callback_url}); null when it could not be read. */
+  let whatsappApps = null;
   const branchesReadable = () => can('manage_users');
   const formHost = h('div', { class: 'form-host' });
   const listHost = h('div');
@@ -158,14 +157,38 @@ export async function render(host) {
     return out;
   }
 
+  /** The Meta app field: a select of the configured apps, free text if they could not be read. */
+  function whatsappAppField() {
+    const base = { name: 'whatsapp_app', label: 'Meta app (config entry)', channel: 'whatsapp', required: true };
+    if (!whatsappApps) {
+      const apps = [...new Set(inboxes.filter((i) => i.whatsapp_app).map((i) => i.whatsapp_app))];
+      return {
+        ...base, value: apps[0] || '', attrs: { autocomplete: 'off', id: 'inbox-whatsapp-app' },
+        hint: 'The name of a [[whatsapp_apps]] entry in the hub\'s configuration (the list of apps could not be read).',
+        check: (v) => (/^[\w.-]{1,64}$/.test(v) ? undefined : 'The name of a configured whatsapp_apps entry.'),
+      };
+    }
+    if (!whatsappApps.length) {
+      return {
+        ...base, type: 'select', options: [['', '— no app configured —']], value: '', attrs: { id: 'inbox-whatsapp-app' },
+        hint: 'No [[whatsapp_apps]] entry is configured for this account: add one (name, app secret, verify token) to the hub\'s configuration and restart it.',
+        requiredMessage: 'Configure a WhatsApp app first.',
+      };
+    }
+    return {
+      ...base, type: 'select', value: whatsappApps[0].name, attrs: { id: 'inbox-whatsapp-app' },
+      options: whatsappApps.map((a) => [a.name, a.name]),
+      hint: 'A [[whatsapp_apps]] entry of the hub\'s configuration: Meta signs webhooks with its app secret, and its verify token answers Meta\'s check.',
+    };
+  }
+
   function createForm() {
-    const apps = [...new Set(inboxes.filter((i) => i.whatsapp_app).map((i) => i.whatsapp_app))];
     const fields = [
       { name: 'channel', label: 'Channel', type: 'select', options: [['whatsapp', 'WhatsApp (Meta Cloud API)'], ['sms', 'SMS (Twilio)'], ['webchat', 'Web chat widget']], value: 'whatsapp', attrs: { id: 'inbox-channel' } },
       { name: 'name', label: 'Name', required: true, attrs: { maxlength: 200, autocomplete: 'off', id: 'inbox-name', placeholder: 'Support (WhatsApp)' } },
       { name: 'slug', label: 'Slug', required: true, attrs: { maxlength: 64, autocomplete: 'off', id: 'inbox-slug', placeholder: 'support-wa' }, hint: 'Lowercase letters, digits, - and _; it appears in webhook URLs and cannot change.', check: (v) => (isSlug(v) ? undefined : 'Use 1 to 64 lowercase letters, digits, - and _.') },
       { name: 'phone_number_id', label: 'Phone number id', channel: 'whatsapp', required: true, attrs: { inputmode: 'numeric', autocomplete: 'off' }, hint: 'Meta\'s numeric id of the number (WhatsApp → API Setup), not the phone number.', check: (v) => (/^\d{1,64}$/.test(v) ? undefined : 'Meta\'s phone number id is digits only.') },
-      { name: 'whatsapp_app', label: 'Meta app (config entry)', channel: 'whatsapp', required: true, value: apps[0] || '', attrs: { autocomplete: 'off' }, hint: `The name of a [[whatsapp_apps]] entry in the hub's configuration${apps.length ? ` (in use: ${apps.join(', ')})` : ''}.`, check: (v) => (isSlug(v) || /^[\w.-]{1,64}$/.test(v) ? undefined : 'The name of a configured whatsapp_apps entry.') },
+      whatsappAppField(),
       { name: 'phone_number', label: 'Phone number', channel: 'sms', required: true, attrs: { type: 'tel', autocomplete: 'off', placeholder: '+14155550100' }, hint: 'The Twilio number in E.164.', check: (v) => (isE164(v) ? undefined : 'E.164, like +14155550100.') },
       ...credentialFields(null, false),
       { name: 'team_id', label: 'Team', type: 'select', options: teamOptions(), hint: 'Conversations of this inbox belong to the team; the default routing rule sends them there.' },
@@ -251,6 +274,7 @@ export async function render(host) {
     reload(),
     teamsList().then((t) => { teams = t; }).catch(() => {}),
     fetchIf('manage_users', '/v1/admin/branches').then((b) => { branches = b; }).catch(() => {}),
+    api('GET', '/v1/admin/whatsapp-apps').then((r) => { whatsappApps = r.data || []; }).catch(() => {}),
   ]);
   renderList();
   return { shortcuts: { n: createForm } };
