@@ -184,7 +184,7 @@ async fn create_first_admin(
     .await;
     match created {
         Ok(Some(user_id)) => {
-            tracing::info!(%email, "The first administrator was created from the browser.");
+            tracing::info!("The first administrator was created from the browser.");
             Ok((StatusCode::CREATED, Json(SetupOut { user_id, email })).into_response())
         }
         // Another node's setup (or the CLI) got there first: setup is over here too.
