@@ -718,6 +718,17 @@ impl Store {
         now: i64,
         limit: i64,
     ) -> Result<Vec<Conversation>, StoreError> {
+        // A read on the partial index first: most seconds nothing is due, and the write
+        // transaction (on SQLite, the one writer every intake batch waits for) is not needed.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM conversations WHERE status = 'snoozed' AND snoozed_until <= $1 LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin().await?;
         let rows = sqlx::query(concat!(
             "UPDATE conversations SET ",

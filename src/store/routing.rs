@@ -213,6 +213,33 @@ async fn exclude(
     Ok(())
 }
 
+/// Gives `agent_id` the conversation outside the engine (a manual assignment, a reopen): one
+/// more active conversation on the channel, even past capacity, and the assignment on record.
+#[allow(clippy::too_many_arguments)]
+async fn take_slot(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    conversation_id: &str,
+    agent_id: &str,
+    channel: &str,
+    reason: &str,
+    by: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO agent_load (account_id, user_id, channel, capacity, active, last_assigned_at) \
+         VALUES ($1, $2, $3, 0, 1, $4) ON CONFLICT (user_id, channel) \
+         DO UPDATE SET active = agent_load.active + 1, last_assigned_at = $4",
+    )
+    .bind(account_id)
+    .bind(agent_id)
+    .bind(channel)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    start_assignment(conn, account_id, conversation_id, agent_id, reason, by, now).await
+}
+
 async fn start_assignment(
     conn: &mut AnyConnection,
     account_id: &str,
@@ -1016,22 +1043,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if before.status != "resolved" {
-            sqlx::query(
-                "INSERT INTO agent_load (account_id, user_id, channel, capacity, active, last_assigned_at) \
-                 VALUES ($1, $2, $3, 0, 1, $4) ON CONFLICT (user_id, channel) \
-                 DO UPDATE SET active = agent_load.active + 1, last_assigned_at = $4",
-            )
-            .bind(account_id)
-            .bind(agent_id)
-            .bind(&before.channel)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            start_assignment(
+            take_slot(
                 &mut tx,
                 account_id,
                 conversation_id,
                 agent_id,
+                &before.channel,
                 "manual",
                 Some(by),
                 now,
@@ -1259,22 +1276,12 @@ impl Store {
                     Err(e) => return Err(e.into()),
                 }
                 if let Some(agent) = holder.as_deref() {
-                    sqlx::query(
-                        "INSERT INTO agent_load (account_id, user_id, channel, capacity, active, last_assigned_at) \
-                         VALUES ($1, $2, $3, 0, 1, $4) ON CONFLICT (user_id, channel) \
-                         DO UPDATE SET active = agent_load.active + 1, last_assigned_at = $4",
-                    )
-                    .bind(account_id)
-                    .bind(agent)
-                    .bind(&before.channel)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    start_assignment(
+                    take_slot(
                         &mut tx,
                         account_id,
                         conversation_id,
                         agent,
+                        &before.channel,
                         "reopened",
                         by,
                         now,
